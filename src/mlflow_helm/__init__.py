@@ -1,0 +1,3 @@
+"""mlflow-helm: production MLflow on GKE in one command."""
+
+__version__ = "0.1.0"
