@@ -1,0 +1,120 @@
+"""A loopback stand-in for the Kubernetes API's version and discovery endpoints.
+
+Helm 3 cannot print NOTES.txt without a cluster: `helm template` never renders it, and
+`helm install --dry-run=client` still asks the API server for its version and for the REST
+mapping of every kind in the manifest. This server answers exactly those read-only discovery
+calls (and 404 for anything else), so `helm install --dry-run=client` renders the release,
+NOTES included, with nothing installed. Helm 4's client dry run needs no server at all; both
+are pointed here so the two versions are driven the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+# group/version -> [(resource, kind, namespaced)] for every kind the chart can render.
+RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
+    "v1": [
+        ("serviceaccounts", "ServiceAccount", True),
+        ("secrets", "Secret", True),
+        ("configmaps", "ConfigMap", True),
+        ("persistentvolumeclaims", "PersistentVolumeClaim", True),
+        ("services", "Service", True),
+        ("pods", "Pod", True),
+        ("namespaces", "Namespace", False),
+    ],
+    "apps/v1": [("deployments", "Deployment", True), ("statefulsets", "StatefulSet", True)],
+    "batch/v1": [("jobs", "Job", True)],
+    "networking.k8s.io/v1": [
+        ("networkpolicies", "NetworkPolicy", True),
+        ("ingresses", "Ingress", True),
+    ],
+    "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
+    "autoscaling/v2": [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
+    "gateway.networking.k8s.io/v1": [("httproutes", "HTTPRoute", True)],
+    "networking.istio.io/v1": [("virtualservices", "VirtualService", True)],
+    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True)],
+}
+
+VERBS = ["get", "list", "create", "update", "patch", "delete", "watch"]
+
+
+def _resource_list(group_version: str) -> dict:
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": [
+            {"name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
+             "verbs": VERBS}
+            for name, kind, namespaced in RESOURCES[group_version]
+        ],
+    }
+
+
+def _group_list() -> dict:
+    groups = []
+    for gv in RESOURCES:
+        if "/" not in gv:
+            continue
+        group, version = gv.split("/")
+        entry = {"groupVersion": gv, "version": version}
+        groups.append({"name": group, "versions": [entry], "preferredVersion": entry})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        body: dict | None = None
+        if path == "/version":
+            body = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "platform": "linux/amd64"}
+        elif path == "/api":
+            body = {"kind": "APIVersions", "versions": ["v1"]}
+        elif path == "/apis":
+            body = _group_list()
+        elif path == "/api/v1":
+            body = _resource_list("v1")
+        elif path.startswith("/apis/") and path[len("/apis/"):] in RESOURCES:
+            body = _resource_list(path[len("/apis/"):])
+        status = 200 if body is not None else 404
+        if body is None:
+            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+
+class FakeDiscovery:
+    """Serve discovery on 127.0.0.1 in a thread; `kubeconfig` points a client at it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.kubeconfig = workdir / "kubeconfig"
+        port = self._server.server_address[1]
+        self.kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+            "contexts: [{name: fake, context: {cluster: fake, user: nobody}}]\n"
+            "users: [{name: nobody, user: {}}]\n"
+            "current-context: fake\n"
+        )
+
+    def __enter__(self) -> FakeDiscovery:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
