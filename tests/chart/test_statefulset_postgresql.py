@@ -1,0 +1,108 @@
+"""The in-cluster PostgreSQL: StatefulSet, Services, Secret."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from .modes import DATABASE_MODES
+from .render import FULLNAME, NAMESPACE, by_kind, container, get_object, render_chart
+
+PG = f"{FULLNAME}-postgresql"
+
+
+def statefulset(helm: str, values: dict | None = None) -> dict:
+    return get_object(render_chart(helm, values), "StatefulSet", PG)
+
+
+class TestStatefulSetPostgresql:
+    def test_image_and_probes(self, helm):
+        c = container(statefulset(helm)["spec"]["template"]["spec"], "postgresql")
+        assert c["image"] == "docker.io/library/postgres:17"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            command = c[probe]["exec"]["command"]
+            assert command[0] == "pg_isready"
+            assert command[command.index("-U") + 1] == "mlflow"
+            assert command[command.index("-d") + 1] == "mlflowdb"
+        env = {e["name"]: e for e in c["env"]}
+        assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": PG,
+                                                                        "key": "password"}
+        assert env["POSTGRES_DB"]["value"] == "mlflowdb"
+        assert "max_connections=200" in c["args"]
+
+    def test_volume(self, helm):
+        sts = statefulset(helm, {"postgresql": {"persistence": {"size": "20Gi",
+                                                                "storageClass": "premium-rwo"}}})
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        assert claim["metadata"]["name"] == "data"
+        assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+        assert claim["spec"]["storageClassName"] == "premium-rwo"
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        default = statefulset(helm)["spec"]["volumeClaimTemplates"][0]["spec"]
+        assert default["resources"]["requests"]["storage"] == "8Gi"
+        assert "storageClassName" not in default
+        mounts = container(sts["spec"]["template"]["spec"], "postgresql")["volumeMounts"]
+        assert {"name": "data", "mountPath": "/var/lib/postgresql/data"} in mounts
+
+    def test_data_survives_uninstall(self, helm):
+        assert statefulset(helm)["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+            "whenDeleted": "Retain", "whenScaled": "Retain"}
+
+    def test_password_secret_is_kept_and_generated(self, helm):
+        secret = get_object(render_chart(helm), "Secret", PG)
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        # `lookup` is empty under helm template: only the shape of the new password is checked.
+        password = base64.b64decode(secret["data"]["password"]).decode()
+        assert len(password) == 32
+        assert password.isalnum()
+
+    def test_existing_secret(self, helm):
+        objects = render_chart(helm, {"postgresql": {"auth": {"existingSecret": "pg",
+                                                              "secretKey": "pw"}}})
+        assert by_kind(objects, "Secret") == []
+        sts = get_object(objects, "StatefulSet", PG)
+        env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pg",
+                                                                        "key": "pw"}
+        assert "annotations" not in sts["spec"]["template"]["metadata"]
+
+    def test_secret_checksum_same_as_servers(self, helm):
+        objects = render_chart(helm)
+        sts = get_object(objects, "StatefulSet", PG)
+        dep = get_object(objects, "Deployment", FULLNAME)
+        # One generated password per render: both pods see the same Secret data.
+        assert (sts["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+                == dep["spec"]["template"]["metadata"]["annotations"]["checksum/db-secret"])
+
+    def test_services(self, helm):
+        objects = render_chart(helm)
+        sts = get_object(objects, "StatefulSet", PG)
+        svc = get_object(objects, "Service", PG)
+        headless = get_object(objects, "Service", f"{PG}-hl")
+        assert sts["spec"]["serviceName"] == f"{PG}-hl"
+        assert headless["spec"]["clusterIP"] == "None"
+        selector = sts["spec"]["selector"]["matchLabels"]
+        assert selector == {"app.kubernetes.io/name": "mlflow",
+                            "app.kubernetes.io/instance": "prod",
+                            "app.kubernetes.io/component": "postgresql"}
+        assert svc["spec"]["selector"] == selector == headless["spec"]["selector"]
+        assert svc["spec"]["ports"][0]["port"] == 5432
+        assert svc["metadata"]["namespace"] == NAMESPACE
+
+    def test_security(self, helm):
+        spec = statefulset(helm)["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsUser"] == 999
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        sc = spec["containers"][0]["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert spec["automountServiceAccountToken"] is False
+
+    @pytest.mark.parametrize("mode", [m for m in DATABASE_MODES if m != "incluster"])
+    def test_absent_outside_incluster(self, helm, mode):
+        objects = render_chart(helm, DATABASE_MODES[mode])
+        assert by_kind(objects, "StatefulSet") == []
+        assert [o for o in objects if "postgresql" in o["metadata"]["name"]] == []
