@@ -1,0 +1,97 @@
+"""Ingress, Gateway API HTTPRoute and Istio VirtualService."""
+
+from __future__ import annotations
+
+from .render import FULLNAME, NAMESPACE, by_kind, get_object, render_chart
+
+ROUTE_KINDS = ("Ingress", "HTTPRoute", "VirtualService")
+
+
+class TestRoutes:
+    def test_all_off_by_default(self, helm):
+        objects = render_chart(helm)
+        for kind in ROUTE_KINDS:
+            assert by_kind(objects, kind) == []
+
+    def test_ingress(self, helm):
+        values = {"ingress": {
+            "enabled": True, "className": "nginx", "annotations": {"a": "b"},
+            "hosts": [{"host": "mlflow.example.com",
+                       "paths": [{"path": "/", "pathType": "Prefix"}]}],
+            "tls": [{"secretName": "tls", "hosts": ["mlflow.example.com"]}]}}
+        ing = get_object(render_chart(helm, values), "Ingress", FULLNAME)
+        spec = ing["spec"]
+        assert spec["ingressClassName"] == "nginx"
+        assert spec["tls"] == [{"secretName": "tls", "hosts": ["mlflow.example.com"]}]
+        (rule,) = spec["rules"]
+        assert rule["host"] == "mlflow.example.com"
+        assert rule["http"]["paths"] == [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": FULLNAME, "port": {"name": "http"}}}}]
+        assert ing["metadata"]["annotations"] == {"a": "b"}
+
+    def test_ingress_without_class_or_host(self, helm):
+        values = {"ingress": {"enabled": True,
+                              "hosts": [{"host": "", "paths": [{"path": "/"}]}]}}
+        spec = get_object(render_chart(helm, values), "Ingress", FULLNAME)["spec"]
+        assert "ingressClassName" not in spec
+        assert "host" not in spec["rules"][0]
+        assert spec["rules"][0]["http"]["paths"][0]["pathType"] == "Prefix"
+
+    def test_httproute(self, helm):
+        values = {"httpRoute": {"enabled": True,
+                                "parentRefs": [{"name": "gw", "namespace": "infra"}],
+                                "hostnames": ["mlflow.example.com"]}}
+        route = get_object(render_chart(helm, values), "HTTPRoute", FULLNAME)
+        spec = route["spec"]
+        assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+        assert spec["parentRefs"] == [{"name": "gw", "namespace": "infra"}]
+        assert spec["hostnames"] == ["mlflow.example.com"]
+        assert spec["rules"] == [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [{"name": FULLNAME, "port": 5000}]}]
+
+    def test_httproute_follows_static_prefix(self, helm):
+        values = {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]},
+                  "server": {"staticPrefix": "/mlflow"}}
+        spec = get_object(render_chart(helm, values), "HTTPRoute", FULLNAME)["spec"]
+        assert spec["rules"][0]["matches"][0]["path"]["value"] == "/mlflow"
+
+    def test_virtualservice_rewrites_prefix_without_static_prefix(self, helm):
+        values = {"virtualService": {"enabled": True}}
+        vs = get_object(render_chart(helm, values), "VirtualService", FULLNAME)
+        assert vs["apiVersion"] == "networking.istio.io/v1"
+        spec = vs["spec"]
+        # The seed's Kubeflow route.
+        assert spec["gateways"] == ["kubeflow/kubeflow-gateway"]
+        assert spec["hosts"] == ["*"]
+        (http,) = spec["http"]
+        assert http["match"] == [{"uri": {"prefix": "/mlflow/"}}]
+        assert http["rewrite"] == {"uri": "/"}
+        assert http["route"] == [{"destination": {
+            "host": f"{FULLNAME}.{NAMESPACE}.svc.cluster.local", "port": {"number": 5000}}}]
+        assert http["timeout"] == "300s"
+
+    def test_virtualservice_no_rewrite_with_static_prefix(self, helm):
+        values = {"virtualService": {"enabled": True}, "server": {"staticPrefix": "/mlflow"}}
+        (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
+            "http"]
+        assert http["match"] == [{"uri": {"prefix": "/mlflow/"}}]
+        assert "rewrite" not in http
+
+    def test_virtualservice_root_prefix_no_rewrite(self, helm):
+        values = {"virtualService": {"enabled": True, "prefix": "/"}}
+        (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
+            "http"]
+        assert "rewrite" not in http
+
+    def test_virtualservice_static_prefix_matches_server_prefix(self, helm):
+        # With a static prefix the request reaches MLflow unchanged, so the route's prefix must
+        # lie under the server's: /other/ would reach a server that only answers /mlflow/.
+        values = {"virtualService": {"enabled": True, "prefix": "/other/"},
+                  "server": {"staticPrefix": "/mlflow"}}
+        (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
+            "http"]
+        prefix = http["match"][0]["uri"]["prefix"]
+        assert "rewrite" in http or prefix.startswith("/mlflow"), (
+            f"VirtualService sends {prefix} unchanged to a server under /mlflow")
