@@ -1,0 +1,90 @@
+"""Inventory: the full set of (kind, name) objects for the default values and each ci/ file.
+
+A new ci/*-values.yaml fails test_every_ci_file_has_an_inventory until its expected set is
+written down here, so a change in what chart-testing installs is always a reviewed change.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .render import CHART_DIR, FULLNAME, kind_names, load_yaml, render_chart
+
+BASE = {
+    ("ServiceAccount", FULLNAME),
+    ("Secret", f"{FULLNAME}-postgresql"),
+    ("ConfigMap", f"{FULLNAME}-scripts"),
+    ("PersistentVolumeClaim", f"{FULLNAME}-artifacts"),
+    ("Service", f"{FULLNAME}-postgresql"),
+    ("Service", f"{FULLNAME}-postgresql-hl"),
+    ("Service", FULLNAME),
+    ("Deployment", FULLNAME),
+    ("StatefulSet", f"{FULLNAME}-postgresql"),
+    ("Job", f"{FULLNAME}-migrate-1"),
+    ("Pod", f"{FULLNAME}-test"),
+}
+
+EXPECTED: dict[str, set[tuple[str, str]]] = {
+    "default-values.yaml": BASE,
+    "auth-values.yaml": BASE | {("Secret", f"{FULLNAME}-auth")},
+    "prefix-nodeport-values.yaml": BASE,
+    "production-values.yaml": BASE | {
+        ("NetworkPolicy", f"{FULLNAME}-server"),
+        ("NetworkPolicy", f"{FULLNAME}-migrate"),
+        ("NetworkPolicy", f"{FULLNAME}-test"),
+        ("NetworkPolicy", f"{FULLNAME}-postgresql"),
+        ("PodDisruptionBudget", FULLNAME),
+        ("Ingress", FULLNAME),
+    },
+}
+
+CI_FILES = sorted(p.name for p in CHART_DIR.glob("ci/*-values.yaml"))
+
+
+def diff(actual: set, expected: set) -> str:
+    return (f"unexpected: {sorted(actual - expected)}\n"
+            f"missing: {sorted(expected - actual)}")
+
+
+class TestInventory:
+    def test_default_values(self, helm):
+        actual = kind_names(render_chart(helm))
+        assert actual == BASE, diff(actual, BASE)
+
+    def test_every_ci_file_has_an_inventory(self):
+        unknown = sorted(set(CI_FILES) - set(EXPECTED))
+        assert not unknown, (
+            f"no expected inventory for {unknown}: add its (kind, name) set to EXPECTED in "
+            f"tests/chart/test_inventory.py (render it with `helm template prod charts/mlflow "
+            f"-n mlops -f charts/mlflow/ci/FILE`)")
+        gone = sorted(set(EXPECTED) - set(CI_FILES))
+        assert not gone, f"EXPECTED lists ci files that no longer exist: {gone}"
+
+    @pytest.mark.parametrize("ci_file", CI_FILES)
+    def test_ci_file(self, helm, ci_file):
+        values = load_yaml(CHART_DIR / "ci" / ci_file) or {}
+        actual = kind_names(render_chart(helm, values))
+        expected = EXPECTED.get(ci_file)
+        assert expected is not None, f"add {ci_file} to EXPECTED (see the test above)"
+        assert actual == expected, diff(actual, expected)
+
+    def test_names_fit_dns_labels(self, helm):
+        # Object names become DNS labels (Services) or pod name prefixes: at most 63 characters,
+        # whatever the release name.
+        release = "r" * 53  # the longest release name Helm accepts
+        values = {"auth": {"enabled": True}, "networkPolicy": {"enabled": True},
+                  "podDisruptionBudget": {"enabled": True}}
+        objects = render_chart(helm, values, release=release)
+        too_long = [(k, n, len(n)) for k, n in kind_names(objects) if len(n) > 63]
+        assert not too_long, too_long
+        names = [n for _, n in kind_names(objects)]
+        assert all(not n.endswith("-") for n in names), names
+
+    def test_long_names_stay_unique(self, helm):
+        # Cutting names to 63 characters must not make two objects of one kind the same object
+        # (Helm would apply the second over the first).
+        release = "r" * 53
+        objects = render_chart(helm, {"networkPolicy": {"enabled": True}}, release=release)
+        pairs = [(o["kind"], o["metadata"]["name"]) for o in objects]
+        duplicates = sorted({p for p in pairs if pairs.count(p) > 1})
+        assert not duplicates, f"objects sharing a name with release {release!r}: {duplicates}"
