@@ -1,0 +1,295 @@
+"""The click layer: parse, validate, build the context, call one function, print.
+
+Precedence: flag > environment (Helm's HELM_NAMESPACE, HELM_KUBECONTEXT, HELM_BIN,
+HELM_DEBUG; CLOUDSDK_CORE_PROJECT; KUBECONFIG) > default. Heavy libraries load lazily so
+`--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import UserError
+from .options import Options, validate
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def cluster_options(fn):
+    """Where: release, namespace, kube context, Helm binary, output."""
+    decorators = [
+        click.argument("release", default="mlflow", required=False),
+        click.option("-n", "--namespace", envvar="HELM_NAMESPACE", default="mlflow",
+                     show_default=True, help="Namespace (env HELM_NAMESPACE, set by Helm)."),
+        click.option("--kube-context", envvar="HELM_KUBECONTEXT", default="",
+                     help="Kube context (env HELM_KUBECONTEXT); default: the current one."),
+        click.option("--kubeconfig", envvar="KUBECONFIG", default="",
+                     help="Kubeconfig file (env KUBECONFIG)."),
+        click.option("--helm-bin", envvar="HELM_BIN", default="helm",
+                     help="Helm executable (env HELM_BIN, set by Helm)."),
+        click.option("--timeout", default="10m", show_default=True,
+                     help="Helm timeout for install, upgrade and tests."),
+        click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+                     show_default=True, help="json: one document, schema in docs/cli.md."),
+        click.option("--debug", envvar="HELM_DEBUG", is_flag=True, default=False,
+                     help="Show tracebacks and API calls (env HELM_DEBUG)."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def cloud_options(fn):
+    """What: the Google Cloud resources and the chart."""
+    decorators = [
+        click.option("--project", envvar="CLOUDSDK_CORE_PROJECT", default="",
+                     help="Google Cloud project (env CLOUDSDK_CORE_PROJECT; default: the "
+                          "gke_ context's, else Application Default Credentials')."),
+        click.option("--region", default="", help="Region for a new bucket "
+                     "(default: the cluster's)."),
+        click.option("--cluster", default="", help="GKE cluster (default: from a "
+                     "gke_PROJECT_LOCATION_CLUSTER context)."),
+        click.option("--location", default="", help="GKE cluster region or zone."),
+        click.option("--local", is_flag=True, help="No Google Cloud at all: in-cluster "
+                     "PostgreSQL and artifacts on a PVC (kind, minikube)."),
+        click.option("--database", type=click.Choice(["incluster", "cloudsql", "external"]),
+                     default="incluster", show_default=True, help="Where MLflow keeps its "
+                     "metadata."),
+        click.option("--cloudsql-instance", default="",
+                     help="Cloud SQL instance: NAME or PROJECT:REGION:NAME."),
+        click.option("--db-auth", type=click.Choice(["password", "iam"]), default="password",
+                     show_default=True, help="Cloud SQL login: built-in user with a "
+                     "generated password, or IAM database authentication."),
+        click.option("--database-name", default="mlflowdb", show_default=True,
+                     help="Cloud SQL database."),
+        click.option("--ip-type", type=click.Choice(["public", "private", "psc"]), default=None,
+                     help="Instance IP the proxy uses (default: private, else public, else "
+                          "psc)."),
+        click.option("--external-uri", envvar="MLFLOW_HELM_EXTERNAL_URI", default="",
+                     help="--database external: SQLAlchemy URI (env MLFLOW_HELM_EXTERNAL_URI);"
+                          " stored in a Secret, never printed."),
+        click.option("--bucket", default="", help="Artifacts in GCS: gs://NAME[/PATH]."),
+        click.option("--create-bucket", is_flag=True,
+                     help="Create the bucket (uniform access, versioning) when missing."),
+        click.option("--identity", type=click.Choice(["gsa", "direct"]), default="gsa",
+                     show_default=True, help="gsa: a Google service account via Workload "
+                     "Identity; direct: roles go to the Kubernetes ServiceAccount's principal."),
+        click.option("--gsa", default="", help="Google service account name or email "
+                     "(default: the release's full name, e.g. mlflow)."),
+        click.option("-f", "--values", "values_files", multiple=True,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="Values file layered over the computed values (repeatable)."),
+        click.option("--set", "set_values", multiple=True,
+                     help="Helm --set, layered last (repeatable)."),
+        click.option("--chart", default="", help="Chart: the bundled one by default, or an "
+                     "oci:// reference."),
+        click.option("--version", "chart_version", default="",
+                     help="Chart version (with --chart)."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def build_options(**kw) -> Options:
+    opts = Options(
+        release=kw["release"], namespace=kw["namespace"], kube_context=kw["kube_context"],
+        kubeconfig=kw["kubeconfig"], helm_bin=kw["helm_bin"], timeout=kw["timeout"],
+        output=kw["output"], debug=kw["debug"],
+    )
+    for name in ("project", "region", "cluster", "location", "local", "database",
+                 "cloudsql_instance", "db_auth", "database_name", "external_uri", "bucket",
+                 "create_bucket", "identity", "gsa", "chart"):
+        if name in kw:
+            setattr(opts, name, kw[name])
+    if "ip_type" in kw:
+        opts.ip_type = kw["ip_type"] or ""
+    opts.values_files = list(kw.get("values_files", ()))
+    opts.set_values = list(kw.get("set_values", ()))
+    opts.version = kw.get("chart_version", "")
+    opts.skip_tests = kw.get("skip_tests", False)
+    opts.yes = kw.get("yes", False)
+    opts.dry_run = kw.get("dry_run", False)
+    return validate(opts)
+
+
+def build_context(opts: Options):
+    """The one place adapters are built (tests build their own Context instead)."""
+    from .context import Context
+    from .gcp import GoogleApis
+    from .helm import Helm
+    from .kube import Kube
+    from .output import Progress
+
+    apis = GoogleApis.from_environment()
+    progress = Progress()
+    apis.progress = progress
+    kube = Kube(opts.kube_context, opts.kubeconfig, apis.retry)
+    helm = Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout)
+    return Context(opts=opts, apis=apis, kube=kube, helm=helm, say=progress)
+
+
+def handle_errors(fn):
+    """User errors: message and hint, no traceback (unless --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug", False)
+        if debug:
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"Error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"  hint: {exc.hint}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"Error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("  hint: re-run with --debug for the traceback; it is safe to re-run "
+                       "(every step is idempotent)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def emit(result, opts: Options) -> None:
+    from .output import print_result
+
+    print_result(result, opts.output)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="mlflow-helm")
+def main() -> None:
+    """MLflow on GKE in one command: Cloud SQL, GCS, Workload Identity and the Helm chart.
+
+    Also runs as a Helm plugin: `helm mlflow-gcp COMMAND`.
+    """
+
+
+@main.command()
+@cluster_options
+@cloud_options
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--skip-tests", is_flag=True, help="Do not run `helm test` after installing.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def install(**kw) -> None:
+    """Create what MLflow needs in Google Cloud and Kubernetes, install the chart, test it."""
+    from .commands import do_install
+
+    opts = build_options(**kw)
+    ctx = build_context(opts)
+    if not opts.dry_run and opts.output == "text":
+        from .commands import do_plan
+        from .output import print_changes
+
+        # Show the plan before changing anything.
+        result, _ = do_plan(ctx)
+        print_changes(result)
+        ctx.facts.notes.clear()
+        ctx = build_context(opts)
+    emit(do_install(ctx), opts)
+
+
+@main.command()
+@cluster_options
+@cloud_options
+@handle_errors
+def plan(**kw) -> None:
+    """Show what install would change (same as install --dry-run)."""
+    from .commands import do_plan
+
+    opts = build_options(**kw, dry_run=True)
+    result, _ = do_plan(build_context(opts))
+    emit(result, opts)
+
+
+@main.command()
+@cluster_options
+@cloud_options
+@handle_errors
+def status(**kw) -> None:
+    """Each Google Cloud and Kubernetes resource and the release: present, absent, drifted."""
+    from .commands import do_status
+
+    opts = build_options(**kw, dry_run=True)
+    emit(do_status(build_context(opts)), opts)
+
+
+@main.command()
+@cluster_options
+@handle_errors
+def test(**kw) -> None:
+    """Run the chart's `helm test`; on failure, the failing pod's log and a hint."""
+    from .commands import do_test
+
+    opts = build_options(**kw)
+    emit(do_test(build_context(opts)), opts)
+
+
+@main.command()
+@cluster_options
+@cloud_options
+@handle_errors
+def render(**kw) -> None:
+    """Print the manifests with the computed values (for GitOps)."""
+    from .commands import do_render
+
+    opts = build_options(**kw)
+    emit(do_render(build_context(opts)), opts)
+
+
+@main.command()
+@cluster_options
+@cloud_options
+@click.option("--purge", is_flag=True, help="Also delete the database, its user, the bucket "
+              "(if empty), the service account and the bindings.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted.")
+@handle_errors
+def uninstall(purge: bool, **kw) -> None:
+    """Remove the release. Google resources and data are kept unless --purge."""
+    from .commands import do_uninstall
+
+    opts = build_options(**kw)
+    result = do_uninstall(build_context(opts), purge,
+                          lambda q: click.confirm(q, default=False, err=True))
+    emit(result, opts)
+
+
+@main.command()
+@click.argument("remote")
+@click.option("--chart", default="", help="Chart directory (default: the bundled chart).")
+@click.option("--plain-http", is_flag=True, help="Registry without TLS (local registries).")
+@click.option("--helm-bin", envvar="HELM_BIN", default="helm")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("--debug", envvar="HELM_DEBUG", is_flag=True, default=False)
+@handle_errors
+def publish(remote: str, chart: str, plain_http: bool, helm_bin: str, output: str,
+            debug: bool) -> None:
+    """Lint, package and push the chart to an OCI registry (REMOTE: oci://HOST/PATH)."""
+    from .commands import do_publish
+
+    if not remote.startswith("oci://"):
+        raise UserError(f"REMOTE {remote!r} must start with oci://",
+                        "for example oci://ghcr.io/OWNER/charts")
+    opts = Options(helm_bin=helm_bin, output=output, debug=debug, chart=chart)
+    emit(do_publish(build_context(opts), remote, plain_http), opts)
+
+
+if __name__ == "__main__":
+    main()

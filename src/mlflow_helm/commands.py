@@ -1,0 +1,309 @@
+"""One function per command; the click layer calls exactly one of them.
+
+Each returns a Result: the change records and what else the user needs; output.py prints
+it as text or JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .changes import DELETE, UNCHANGED, Change, summary
+from .context import Context
+from .errors import HelmFailed, UserError
+from .preflight import preflight
+from .steps.base import Step
+from .steps.cloudsql import (
+    BUILT_IN_USER,
+    DatabaseGrantStep,
+    DatabaseStep,
+    DatabaseUserStep,
+    InstanceFlagsStep,
+)
+from .steps.google import (
+    BUCKET_ROLE,
+    BucketIamStep,
+    BucketStep,
+    ProjectIamStep,
+    ServiceAccountStep,
+    WorkloadIdentityStep,
+)
+from .steps.kubernetes import ExternalSecretStep, NamespaceStep
+from .steps.release import ReleaseStep
+from .values import compute_values
+
+# Steps in one phase are independent and run concurrently; a phase waits for the previous.
+PHASES: list[list[type[Step]]] = [
+    [NamespaceStep, ServiceAccountStep, BucketStep, InstanceFlagsStep, DatabaseStep],
+    [BucketIamStep, WorkloadIdentityStep, ProjectIamStep, DatabaseUserStep, ExternalSecretStep],
+    [DatabaseGrantStep],
+    [ReleaseStep],
+]
+TEST_LINE = re.compile(r"^(ok|FAIL)\s+(.*)$")
+
+
+@dataclass
+class Result:
+    command: str
+    release: str
+    namespace: str
+    project: str = ""
+    dry_run: bool = False
+    changes: list[Change] = field(default_factory=list)
+    values: dict = field(default_factory=dict)
+    tests: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+    manifests: str = ""
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "schemaVersion": 1,
+            "command": self.command,
+            "release": self.release,
+            "namespace": self.namespace,
+            "project": self.project or None,
+            "dryRun": self.dry_run,
+            "changes": [c.to_json() for c in self.changes],
+            "summary": summary(self.changes),
+            "values": self.values,
+            "tests": self.tests,
+            "notes": self.notes,
+            "nextSteps": self.next_steps,
+            "elapsedSeconds": round(self.elapsed, 2),
+        }
+        if self.manifests:
+            out["manifests"] = self.manifests
+        return out
+
+
+def _steps(ctx: Context) -> list[list[Step]]:
+    return [[s for s in (cls(ctx) for cls in phase) if s.enabled()] for phase in PHASES]
+
+
+def plan_all(ctx: Context, phases: list[list[Step]]) -> list[tuple[Step, list[Change]]]:
+    """Every step's plan, read concurrently; in phase order."""
+    flat = [step for phase in phases for step in phase]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        plans = list(pool.map(lambda s: s.plan(), flat))
+    return list(zip(flat, plans, strict=True))
+
+
+def reach(ctx: Context) -> list[str]:
+    o = ctx.opts
+    return [
+        f"kubectl -n {o.namespace} port-forward svc/{o.fullname} 5000:5000",
+        "open http://localhost:5000  (export MLFLOW_TRACKING_URI=http://localhost:5000)",
+        f"in the cluster: http://{o.fullname}.{o.namespace}.svc.cluster.local:5000",
+    ]
+
+
+def _new_result(ctx: Context, command: str) -> Result:
+    return Result(command, ctx.opts.release, ctx.opts.namespace, ctx.opts.project,
+                  dry_run=ctx.opts.dry_run)
+
+
+def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:
+    start = time.monotonic()
+    preflight(ctx)
+    phases = _steps(ctx)
+    planned = plan_all(ctx, phases)
+    result = _new_result(ctx, command)
+    result.project = ctx.opts.project
+    result.changes = [c for _, changes in planned for c in changes]
+    result.values = compute_values(ctx)
+    result.notes = list(ctx.facts.notes)
+    result.elapsed = time.monotonic() - start
+    return result, planned
+
+
+def do_install(ctx: Context) -> Result:
+    start = time.monotonic()
+    result, planned = do_plan(ctx, "install")
+    if ctx.opts.dry_run:
+        return result
+    by_step = dict(planned)
+    for phase in _steps_from(planned):
+        work = [(step, by_step[step]) for step in phase]
+
+        def run(item):
+            step, changes = item
+            began = time.monotonic()
+            step.run(changes)
+            ctx.after_apply(step.name)
+            return step, time.monotonic() - began
+
+        with ThreadPoolExecutor(max_workers=max(1, len(work))) as pool:
+            for step, elapsed in pool.map(run, work):
+                if any(c.action != UNCHANGED for c in by_step[step]):
+                    ctx.say(f"done  {step.name} ({elapsed:.1f}s)")
+    if not ctx.opts.skip_tests:
+        result.tests = run_tests(ctx)
+        if not result.tests["passed"]:
+            raise HelmFailed(
+                "helm test failed:\n" + result.tests["output"],
+                f"the failing pod's log is above; re-run the tests with "
+                f"`mlflow-helm test {ctx.opts.release} -n {ctx.opts.namespace}`, "
+                f"and see `kubectl -n {ctx.opts.namespace} logs deploy/{ctx.opts.fullname}`")
+    result.next_steps = reach(ctx)
+    result.elapsed = time.monotonic() - start
+    return result
+
+
+def _steps_from(planned: list[tuple[Step, list[Change]]]) -> list[list[Step]]:
+    phases: list[list[Step]] = []
+    index = {cls: i for i, phase in enumerate(PHASES) for cls in phase}
+    for step, _ in planned:
+        i = index[type(step)]
+        while len(phases) <= i:
+            phases.append([])
+        phases[i].append(step)
+    return [p for p in phases if p]
+
+
+def run_tests(ctx: Context) -> dict:
+    ctx.say(f"  helm test {ctx.opts.release} (up to {ctx.opts.timeout})")
+    passed, output = ctx.helm.test(ctx.opts.release, ctx.opts.namespace)
+    checks = []
+    for line in output.splitlines():
+        match = TEST_LINE.match(line.strip())
+        if match:
+            name, _, reason = match[2].partition(": ")
+            checks.append({"check": name.strip(), "ok": match[1] == "ok",
+                           "reason": reason.strip()})
+    passed = passed and all(c["ok"] for c in checks)
+    return {"passed": passed, "checks": checks, "output": output}
+
+
+def do_test(ctx: Context) -> Result:
+    ctx.helm.major()
+    result = _new_result(ctx, "test")
+    result.tests = run_tests(ctx)
+    if not result.tests["passed"]:
+        failed = [c["check"] for c in result.tests["checks"] if not c["ok"]]
+        raise HelmFailed(
+            "helm test failed" + (f" ({', '.join(failed)})" if failed else "") + ":\n"
+            + result.tests["output"],
+            f"`kubectl -n {ctx.opts.namespace} logs deploy/{ctx.opts.fullname}` shows the "
+            "server's side; `mlflow-helm status` shows drifted resources")
+    return result
+
+
+STATE = {"create": "absent", "update": "drifted", "unchanged": "present", "delete": "present"}
+
+
+def do_status(ctx: Context) -> Result:
+    result, _ = do_plan(ctx, "status")
+    result.notes.extend(f"{c.kind} {c.name}: {STATE[c.action]}" for c in result.changes)
+    result.next_steps = reach(ctx)
+    return result
+
+
+def do_render(ctx: Context) -> Result:
+    from .steps.release import chart_ref
+
+    preflight(ctx, cluster=False)
+    result = _new_result(ctx, "render")
+    result.values = compute_values(ctx)
+    chart, version = chart_ref(ctx.opts)
+    result.manifests = ctx.helm.template(
+        ctx.opts.release, chart, result.values, namespace=ctx.opts.namespace,
+        values_files=ctx.opts.values_files, set_values=ctx.opts.set_values,
+        version=version if ctx.opts.chart else "")
+    return result
+
+
+def do_uninstall(ctx: Context, purge: bool, confirm) -> Result:
+    """Remove the release; with purge (confirmed), the Google resources and data too."""
+    opts = ctx.opts
+    result = _new_result(ctx, "uninstall")
+    if purge:
+        preflight(ctx)
+        if not opts.dry_run and not opts.yes and not confirm(
+                "Delete the database, its user, the bucket, the service account and the "
+                "bindings? Data will be lost."):
+            raise UserError("aborted: nothing was deleted", "pass --yes to skip the question")
+    ctx.helm.major()
+    name = f"{opts.namespace}/{opts.release}"
+    change = Change(DELETE, "helm release", name, step="release")
+    result.changes.append(change)
+    if not opts.dry_run and not ctx.helm.uninstall(opts.release, opts.namespace):
+        change.action, change.detail = UNCHANGED, "not installed"
+    if not purge:
+        kept = []
+        if opts.database == "cloudsql":
+            kept.append(f"Cloud SQL database {opts.database_name} on {opts.cloudsql_instance}")
+        if opts.bucket_name:
+            kept.append(f"bucket gs://{opts.bucket_name}")
+        if opts.needs_gsa:
+            kept.append(f"service account {opts.gsa_email}")
+        if opts.database == "incluster" or opts.local:
+            kept.append("the in-cluster PostgreSQL volume (PVC) and its password Secret")
+        result.notes.append("kept (re-install reuses them; `--purge` deletes them): "
+                            + "; ".join(kept or ["nothing else"]))
+        return result
+    result.changes.extend(_purge(ctx))
+    return result
+
+
+def _purge(ctx: Context) -> list[Change]:
+    opts = ctx.opts
+    out: list[Change] = []
+
+    def record(kind: str, name: str, fn) -> None:
+        change = Change(DELETE, kind, name, step="purge")
+        if not opts.dry_run:
+            try:
+                if fn() is False:
+                    change.action, change.detail = UNCHANGED, "absent"
+            except UserError:
+                raise
+            except Exception as exc:  # keep going; say what was left
+                change.action, change.detail = UNCHANGED, f"kept: {exc}"
+        out.append(change)
+
+    ns = opts.namespace
+    record("secret", f"{ns}/{opts.db_secret_name}",
+           lambda: ctx.kube.delete_secret(ns, opts.db_secret_name))
+    marker = DatabaseGrantStep(ctx).marker
+    record("configmap", f"{ns}/{marker}", lambda: ctx.kube.delete_configmap(ns, marker))
+    if not opts.uses_gcp:
+        return out
+    if opts.database == "cloudsql":
+        project, instance = ctx.instance_project, opts.instance_name
+        user = ctx.iam_db_user if opts.iam_db_auth else BUILT_IN_USER
+        record("cloud sql user", user, lambda: ctx.sql.delete_user(project, instance, user))
+        record("cloud sql database", opts.database_name,
+               lambda: ctx.sql.delete_database(project, instance, opts.database_name))
+        for step in (ProjectIamStep(ctx),):
+            for role in step.roles():
+                record(f"iam binding {role}", ctx.member, lambda role=role: ctx.crm.ensure_member(
+                    ctx.instance_project, role, ctx.member, present=False))
+    if opts.bucket_name:
+        record(f"iam binding {BUCKET_ROLE}", ctx.member, lambda: ctx.storage.ensure_member(
+            opts.bucket_name, BUCKET_ROLE, ctx.member, present=False))
+        # GCS refuses to delete a bucket that still holds objects: then it is kept.
+        record("gcs bucket", f"gs://{opts.bucket_name}",
+               lambda: ctx.storage.delete_bucket(opts.bucket_name))
+    if opts.needs_gsa:
+        record("google service account", opts.gsa_email,
+               lambda: ctx.iam.delete_service_account(opts.project, opts.gsa_email))
+    return out
+
+
+def do_publish(ctx: Context, remote: str, plain_http: bool) -> Result:
+    from .chart import bundled_chart
+
+    result = _new_result(ctx, "publish")
+    chart = ctx.opts.chart or str(bundled_chart())
+    with tempfile.TemporaryDirectory() as tmp:
+        archive, pushed = ctx.helm.package_and_push(chart, remote, tmp, plain_http)
+    result.notes.append(f"pushed {archive.rsplit('/', 1)[-1]} to {remote}")
+    result.notes.extend(line for line in pushed.splitlines() if line.strip())
+    return result

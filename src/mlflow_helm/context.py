@@ -1,0 +1,110 @@
+"""Everything a command works with, built in one place and handed to the steps.
+
+Tests build a Context with adapters pointed at the fakes; the CLI builds it from the
+options and the environment. Facts found by the preflight land here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .gcp import GoogleApis
+from .helm import Helm
+from .kube import Kube
+from .options import Options
+
+
+@dataclass
+class Facts:
+    """What the preflight read: used by plans and by the chart values."""
+
+    project_number: str = ""
+    kube_version: str = ""
+    helm_version: str = ""
+    workload_pool: str = ""
+    instance: dict = field(default_factory=dict)
+    engine: str = ""  # postgres | mysql
+    connection_name: str = ""
+    ip_type: str = ""
+    bucket_location: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    opts: Options
+    apis: GoogleApis
+    kube: Kube
+    helm: Helm
+    facts: Facts = field(default_factory=Facts)
+    say: Callable[[str], None] = lambda _msg: None
+    # Called after each step applied (tests inject crashes here).
+    after_apply: Callable[[str], None] = lambda _step: None
+    # Opens a DB-API connection for the one-time PostgreSQL grant (see dbgrant.py).
+    db_connector: Any = None
+    _adapters: dict = field(default_factory=dict)
+
+    def _adapter(self, key: str, factory):
+        if key not in self._adapters:
+            self._adapters[key] = factory(self.apis)
+        return self._adapters[key]
+
+    @property
+    def iam(self):
+        from .gcp.iam import Iam
+
+        return self._adapter("iam", Iam)
+
+    @property
+    def crm(self):
+        from .gcp.resourcemanager import ResourceManager
+
+        return self._adapter("crm", ResourceManager)
+
+    @property
+    def sql(self):
+        from .gcp.sqladmin import SqlAdmin
+
+        return self._adapter("sql", SqlAdmin)
+
+    @property
+    def container(self):
+        from .gcp.container import Container
+
+        return self._adapter("container", Container)
+
+    @property
+    def storage(self):
+        from .gcp.storage import Storage
+
+        return self._adapter("storage", Storage)
+
+    # Identities -----------------------------------------------------------------------
+    @property
+    def ksa_subject(self) -> str:
+        return f"{self.opts.project}.svc.id.goog[{self.opts.namespace}/{self.opts.fullname}]"
+
+    @property
+    def member(self) -> str:
+        """Who gets the roles: the Google service account, or the Kubernetes principal."""
+        if self.opts.needs_gsa:
+            return f"serviceAccount:{self.opts.gsa_email}"
+        return (
+            f"principal://iam.googleapis.com/projects/{self.facts.project_number}/locations/"
+            f"global/workloadIdentityPools/{self.opts.project}.svc.id.goog/subject/ns/"
+            f"{self.opts.namespace}/sa/{self.opts.fullname}"
+        )
+
+    @property
+    def instance_project(self) -> str:
+        return self.opts.instance_project or self.opts.project
+
+    @property
+    def iam_db_user(self) -> str:
+        """The Cloud SQL IAM user's name as the database sees it."""
+        email = self.opts.gsa_email
+        if self.facts.engine == "mysql":
+            return email.split("@", 1)[0]
+        return email.removesuffix(".gserviceaccount.com")

@@ -1,0 +1,142 @@
+"""Cloud SQL Admin v1: instance, databases, users, flags, and the operation wait helper."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import CloudError
+from ..retry import retrying
+from . import GoogleApis, error_reason, http_status, not_found
+
+
+def _in_progress(exc: Exception) -> bool:
+    """409 from Cloud SQL: another operation runs on the instance; try again later."""
+    return http_status(exc) == 409 and "already exists" not in error_reason(exc).lower()
+
+
+class SqlAdmin:
+    def __init__(self, apis: GoogleApis) -> None:
+        self.apis = apis
+
+    @property
+    def _svc(self):
+        return self.apis.service("sqladmin")
+
+    def get_instance(self, project: str, instance: str) -> dict | None:
+        req = self._svc.instances().get(project=project, instance=instance)
+        try:
+            return self.apis.execute(req, "instances.get", f"{project}:{instance}")
+        except Exception as exc:
+            if not_found(exc):
+                return None
+            raise
+
+    def get_database(self, project: str, instance: str, database: str) -> dict | None:
+        req = self._svc.databases().get(project=project, instance=instance, database=database)
+        try:
+            return self.apis.execute(req, "databases.get", f"database {database}")
+        except Exception as exc:
+            if not_found(exc):
+                return None
+            raise
+
+    def list_users(self, project: str, instance: str) -> list[dict]:
+        req = self._svc.users().list(project=project, instance=instance)
+        return self.apis.execute(req, "users.list", f"{project}:{instance}").get("items", [])
+
+    def _mutate(self, make_request, operation: str, resource: str, project: str) -> None:
+        """Start an operation (retrying 409 operation-in-progress) and wait for it."""
+
+        def start():
+            try:
+                return self.apis.execute(make_request(), operation, resource)
+            except Exception as exc:
+                if http_status(exc) == 409 and "already exists" in error_reason(exc).lower():
+                    return None  # created concurrently (or by a crashed earlier run)
+                raise
+
+        op = retrying(start, _in_progress, self.apis.retry, f"{operation} {resource}",
+                      attempts=12)
+        if op is not None:
+            self.wait(project, op, f"{operation} {resource}")
+
+    def wait(self, project: str, op: dict, what: str) -> dict:
+        """Poll an operation to DONE; raise its error. Reports elapsed time while waiting."""
+        start = time.monotonic()
+        last_report = start
+        while op.get("status") != "DONE":
+            now = time.monotonic()
+            if now - start > self.apis.retry.poll_timeout:
+                raise CloudError(f"{what}: operation {op.get('name')} still "
+                                 f"{op.get('status')} after {now - start:.0f}s",
+                                 "check it with `gcloud sql operations list`, then re-run")
+            if now - last_report >= 10:
+                self.apis.say(f"  … {what}: {op.get('status')} ({now - start:.0f}s)")
+                last_report = now
+            time.sleep(self.apis.retry.poll_interval)
+            req = self._svc.operations().get(project=project, operation=op["name"])
+            op = self.apis.execute(req, "operations.get", f"operation {op['name']}")
+        errors = (op.get("error") or {}).get("errors") or []
+        if errors:
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+            if any("already exists" in (e.get("message") or "").lower() for e in errors):
+                return op
+            raise CloudError(f"Cloud SQL operation {what} failed: {detail}",
+                             f"see `gcloud sql operations describe {op['name']}`")
+        elapsed = time.monotonic() - start
+        if elapsed >= 5:
+            self.apis.say(f"  {what}: done in {elapsed:.0f}s")
+        return op
+
+    def create_database(self, project: str, instance: str, database: str) -> None:
+        self._mutate(
+            lambda: self._svc.databases().insert(
+                project=project, instance=instance,
+                body={"name": database, "project": project, "instance": instance}),
+            "databases.insert", f"database {database}", project)
+
+    def delete_database(self, project: str, instance: str, database: str) -> None:
+        self._mutate(
+            lambda: self._svc.databases().delete(
+                project=project, instance=instance, database=database),
+            "databases.delete", f"database {database}", project)
+
+    def create_user(self, project: str, instance: str, name: str, user_type: str,
+                    password: str | None = None) -> None:
+        body = {"name": name, "type": user_type}
+        if password is not None:
+            body["password"] = password
+        self._mutate(lambda: self._svc.users().insert(project=project, instance=instance,
+                                                      body=body),
+                     "users.insert", f"user {name}", project)
+
+    def set_password(self, project: str, instance: str, name: str, password: str,
+                     host: str | None = None) -> None:
+        kwargs = {"host": host} if host else {}
+        self._mutate(lambda: self._svc.users().update(
+            project=project, instance=instance, name=name,
+            body={"name": name, "password": password}, **kwargs),
+            "users.update", f"user {name}", project)
+
+    def delete_user(self, project: str, instance: str, name: str,
+                    host: str | None = None) -> None:
+        kwargs = {"host": host} if host else {}
+        self._mutate(lambda: self._svc.users().delete(project=project, instance=instance,
+                                                      name=name, **kwargs),
+                     "users.delete", f"user {name}", project)
+
+    def set_flags(self, project: str, instance: str, flags: dict[str, str]) -> None:
+        """Set database flags, keeping every other flag (patch replaces the whole list)."""
+
+        def patch():
+            current = self.get_instance(project, instance) or {}
+            settings = current.get("settings", {})
+            merged = {f["name"]: f["value"] for f in settings.get("databaseFlags", [])}
+            merged.update(flags)
+            body = {"settings": {
+                "databaseFlags": [{"name": k, "value": v} for k, v in sorted(merged.items())],
+                "settingsVersion": settings.get("settingsVersion"),
+            }}
+            return self._svc.instances().patch(project=project, instance=instance, body=body)
+
+        self._mutate(patch, "instances.patch", f"instance {instance}", project)

@@ -1,0 +1,203 @@
+"""Helm through pyhelm3, extended with what pyhelm3 0.5.8 lacks.
+
+`HelmCommand` subclasses `pyhelm3.Command` and reuses its `run()` for `test`, `package`,
+`push`, `lint`, `get metadata`, and an upgrade that also passes the user's `-f`/`--set`
+after our computed values (Helm merges left to right, so the user wins). `Helm` is the
+synchronous face the steps use. pyhelm3 is imported lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import HelmFailed, UserError
+
+
+def _command_class():
+    import pyhelm3
+
+    class HelmCommand(pyhelm3.Command):
+        async def upgrade_install(
+            self, release: str, chart: str, values: dict, *, namespace: str,
+            values_files: list[str], set_values: list[str], rollback_flag: str,
+            timeout: str, version: str = "", wait: bool = True,
+        ) -> dict:
+            command: list[Any] = [
+                "upgrade", release, chart, "--install", "--namespace", namespace,
+                "--history-max", self._history_max_revisions, "--output", "json",
+                "--timeout", timeout, "--values", "-",
+            ]
+            for path in values_files:
+                command.extend(["--values", path])
+            for item in set_values:
+                command.extend(["--set", item])
+            if version:
+                command.extend(["--version", version])
+            if wait:
+                command.extend(["--wait", "--wait-for-jobs"])
+            command.append(rollback_flag)
+            out = await self.run(command, json.dumps(values).encode())
+            return json.loads(out[out.index(b"{"):])
+
+        async def template_with(
+            self, release: str, chart: str, values: dict, *, namespace: str,
+            values_files: list[str], set_values: list[str], version: str = "",
+        ) -> str:
+            command: list[Any] = ["template", release, chart, "--namespace", namespace,
+                                  "--values", "-"]
+            for path in values_files:
+                command.extend(["--values", path])
+            for item in set_values:
+                command.extend(["--set", item])
+            if version:
+                command.extend(["--version", version])
+            return (await self.run(command, json.dumps(values).encode())).decode()
+
+        async def test(self, release: str, *, namespace: str, timeout: str) -> str:
+            return (await self.run(["test", release, "--namespace", namespace, "--logs",
+                                    "--timeout", timeout])).decode()
+
+        async def get_metadata(self, release: str, *, namespace: str) -> dict:
+            return json.loads(await self.run(["get", "metadata", release, "--namespace",
+                                              namespace, "--output", "json"]))
+
+        async def lint(self, chart: str, *, strict: bool = True) -> str:
+            command = ["lint", chart] + (["--strict"] if strict else [])
+            return (await self.run(command)).decode()
+
+        async def package(self, chart: str, destination: str) -> str:
+            out = (await self.run(["package", chart, "--destination", destination])).decode()
+            # "Successfully packaged chart and saved it to: /path/mlflow-0.1.0.tgz"
+            return out.strip().rsplit(": ", 1)[-1]
+
+        async def push(self, archive: str, remote: str, *, plain_http: bool = False) -> str:
+            command = ["push", archive, remote] + (["--plain-http"] if plain_http else [])
+            return (await self.run(command)).decode()
+
+    return HelmCommand
+
+
+def _output(exc: Exception) -> str:
+    out = getattr(exc, "stdout", b"") or b""
+    err = getattr(exc, "stderr", b"") or b""
+    return (out.decode(errors="replace") + err.decode(errors="replace")).strip()
+
+
+class Helm:
+    """Synchronous Helm; one per command, built from the options."""
+
+    def __init__(self, executable: str = "helm", kube_context: str = "",
+                 kubeconfig: str = "", timeout: str = "10m") -> None:
+        self.executable = executable
+        self.timeout = timeout
+        self.command = _command_class()(
+            executable=executable, kubecontext=kube_context or None,
+            kubeconfig=Path(kubeconfig) if kubeconfig else None, default_timeout=timeout)
+        self._major: int | None = None
+        self.version_string = ""
+
+    def _run(self, coro):
+        return asyncio.run(coro)
+
+    def major(self) -> int:
+        """Helm's major version; Helm 3.17+ and Helm 4 are supported."""
+        if self._major is None:
+            try:
+                version = self.command.client_version()
+            except Exception as exc:
+                raise UserError(f"cannot run Helm at {self.executable!r}: {exc}",
+                                "install Helm 3.17+ or 4, or set HELM_BIN") from exc
+            self.version_string = str(version)
+            if version.major < 3 or (version.major == 3 and version.minor < 17):
+                raise UserError(f"Helm {version} is too old", "use Helm 3.17 or later")
+            self._major = version.major
+        return self._major
+
+    def release(self, release: str, namespace: str) -> dict | None:
+        """The deployed release's metadata and user values; None when absent."""
+        import pyhelm3.errors as herrors
+
+        try:
+            meta = self._run(self.command.get_metadata(release, namespace=namespace))
+        except herrors.ReleaseNotFoundError:
+            return None
+        except herrors.Error as exc:
+            if "not found" in _output(exc).lower():
+                return None
+            raise HelmFailed(f"helm get metadata {release} failed: {_output(exc)}") from exc
+        values = self._run(self.command.get_values(release, namespace=namespace))
+        return {**meta, "values": values}
+
+    def upgrade_install(self, release: str, chart: str, values: dict, *, namespace: str,
+                        values_files: list[str], set_values: list[str],
+                        version: str = "") -> dict:
+        import pyhelm3.errors as herrors
+
+        # Helm 4 renamed --atomic; either way a failed upgrade rolls back.
+        flag = "--rollback-on-failure" if self.major() >= 4 else "--atomic"
+        try:
+            return self._run(self.command.upgrade_install(
+                release, chart, values, namespace=namespace, values_files=values_files,
+                set_values=set_values, rollback_flag=flag, timeout=self.timeout,
+                version=version))
+        except herrors.Error as exc:
+            raise HelmFailed(
+                f"helm upgrade --install {release} failed:\n{_output(exc)}",
+                f"inspect with `helm -n {namespace} status {release}` and "
+                f"`kubectl -n {namespace} get events --sort-by=.lastTimestamp`") from exc
+
+    def template(self, release: str, chart: str, values: dict, *, namespace: str,
+                 values_files: list[str], set_values: list[str], version: str = "") -> str:
+        import pyhelm3.errors as herrors
+
+        try:
+            return self._run(self.command.template_with(
+                release, chart, values, namespace=namespace, values_files=values_files,
+                set_values=set_values, version=version))
+        except herrors.Error as exc:
+            raise HelmFailed(f"helm template failed:\n{_output(exc)}",
+                             "fix the value Helm names above") from exc
+
+    def test(self, release: str, namespace: str) -> tuple[bool, str]:
+        import pyhelm3.errors as herrors
+
+        try:
+            return True, self._run(self.command.test(release, namespace=namespace,
+                                                     timeout=self.timeout))
+        except herrors.Error as exc:
+            return False, _output(exc)
+
+    def uninstall(self, release: str, namespace: str) -> bool:
+        import pyhelm3.errors as herrors
+
+        try:
+            self._run(self.command.uninstall(release, namespace=namespace, wait=True))
+        except herrors.ReleaseNotFoundError:
+            return False
+        except herrors.Error as exc:
+            if "not found" in _output(exc).lower():
+                return False
+            raise HelmFailed(f"helm uninstall {release} failed: {_output(exc)}") from exc
+        return True
+
+    def package_and_push(self, chart: str, remote: str, destination: str,
+                         plain_http: bool = False) -> tuple[str, str]:
+        import pyhelm3.errors as herrors
+
+        try:
+            self._run(self.command.lint(chart))
+            archive = self._run(self.command.package(chart, destination))
+            pushed = self._run(self.command.push(archive, remote, plain_http=plain_http))
+        except herrors.Error as exc:
+            raise HelmFailed(f"publishing the chart failed:\n{_output(exc)}",
+                             "log in first: `helm registry login REGISTRY`") from exc
+        return archive, pushed
+
+
+def helm_from_env(flag: str = "") -> str:
+    """--helm-bin > HELM_BIN (set by Helm for plugins) > `helm` on PATH."""
+    return flag or os.environ.get("HELM_BIN") or "helm"

@@ -1,0 +1,224 @@
+"""What the user asked for, validated before any API call.
+
+`Options` holds the parsed flags; `validate()` rejects every bad value with a message that
+names the flag. Nothing here talks to a network.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import BadFlag
+
+RELEASE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NAMESPACE_RE = RELEASE_RE
+PROJECT_RE = re.compile(r"^([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+INSTANCE_RE = re.compile(r"^[a-z][a-z0-9-]{0,96}[a-z0-9]$")
+REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+LOCATION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+(-[a-z])?$")
+GSA_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+DBNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+CLUSTER_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+GKE_CONTEXT_RE = re.compile(r"^gke_(?P<project>[^_]+)_(?P<location>[^_]+)_(?P<cluster>.+)$")
+
+DATABASES = ("incluster", "cloudsql", "external")
+DB_AUTHS = ("password", "iam")
+IDENTITIES = ("gsa", "direct")
+IP_TYPES = ("public", "private", "psc")
+
+
+@dataclass
+class Options:
+    release: str = "mlflow"
+    namespace: str = "mlflow"
+    kube_context: str = ""
+    kubeconfig: str = ""
+    project: str = ""
+    region: str = ""
+    cluster: str = ""
+    location: str = ""
+    bucket: str = ""  # gs://NAME[/PATH] as given
+    create_bucket: bool = False
+    database: str = "incluster"
+    cloudsql_instance: str = ""
+    db_auth: str = "password"
+    database_name: str = "mlflowdb"
+    ip_type: str = ""
+    external_uri: str = ""
+    identity: str = "gsa"
+    gsa: str = ""
+    local: bool = False
+    values_files: list[str] = field(default_factory=list)
+    set_values: list[str] = field(default_factory=list)
+    chart: str = ""
+    version: str = ""
+    timeout: str = "10m"
+    skip_tests: bool = False
+    yes: bool = False
+    dry_run: bool = False
+    output: str = "text"
+    debug: bool = False
+    helm_bin: str = "helm"
+
+    # Derived by validate().
+    bucket_name: str = ""
+    bucket_path: str = ""
+    instance_project: str = ""
+    instance_region: str = ""
+    instance_name: str = ""
+
+    @property
+    def fullname(self) -> str:
+        """The chart's `mlflow.fullname`: also the Kubernetes ServiceAccount's name."""
+        name = self.release if "mlflow" in self.release else f"{self.release}-mlflow"
+        return name[:63].rstrip("-")
+
+    @property
+    def uses_gcp(self) -> bool:
+        return not self.local and (self.database == "cloudsql" or bool(self.bucket_name))
+
+    @property
+    def db_secret_name(self) -> str:
+        return f"{self.fullname[:59].rstrip('-')}-db"
+
+    @property
+    def gsa_name(self) -> str:
+        return self.gsa or self.fullname
+
+    @property
+    def gsa_email(self) -> str:
+        if "@" in self.gsa_name:
+            return self.gsa_name
+        return f"{self.gsa_name}@{self.project}.iam.gserviceaccount.com"
+
+    @property
+    def needs_gsa(self) -> bool:
+        """A Google service account is used (direct identity falls back for IAM DB auth)."""
+        if not self.uses_gcp:
+            return False
+        return self.identity == "gsa" or self.iam_db_auth
+
+    @property
+    def iam_db_auth(self) -> bool:
+        return self.database == "cloudsql" and self.db_auth == "iam"
+
+
+def _bad(flag: str, value: str, why: str, hint: str = "") -> BadFlag:
+    return BadFlag(f"{flag} {value!r}: {why}", hint)
+
+
+def infer_from_context(opts: Options, context: str) -> None:
+    """Fill --project, --location, --cluster from a `gke_PROJECT_LOCATION_CLUSTER` context."""
+    match = GKE_CONTEXT_RE.match(context or "")
+    if not match:
+        return
+    opts.project = opts.project or match["project"]
+    opts.location = opts.location or match["location"]
+    opts.cluster = opts.cluster or match["cluster"]
+
+
+def validate(opts: Options) -> Options:
+    """Check every flag; fill derived fields. Raises BadFlag naming the first bad flag."""
+    if not RELEASE_RE.match(opts.release) or len(opts.release) > 53:
+        raise _bad("RELEASE", opts.release, "not a Helm release name",
+                   "use lowercase letters, digits and '-', at most 53 characters")
+    if not NAMESPACE_RE.match(opts.namespace) or len(opts.namespace) > 63:
+        raise _bad("--namespace", opts.namespace, "not a Kubernetes namespace name",
+                   "use lowercase letters, digits and '-', at most 63 characters")
+    if opts.output not in ("text", "json"):
+        raise _bad("--output", opts.output, "must be text or json")
+    if opts.database not in DATABASES:
+        raise _bad("--database", opts.database, f"must be one of {', '.join(DATABASES)}")
+    if opts.db_auth not in DB_AUTHS:
+        raise _bad("--db-auth", opts.db_auth, "must be password or iam")
+    if opts.identity not in IDENTITIES:
+        raise _bad("--identity", opts.identity, "must be gsa or direct")
+    if opts.ip_type and opts.ip_type not in IP_TYPES:
+        raise _bad("--ip-type", opts.ip_type, "must be public, private or psc")
+    if not DBNAME_RE.match(opts.database_name):
+        raise _bad("--database-name", opts.database_name, "not a database name",
+                   "use letters, digits and '_', starting with a letter")
+
+    if opts.local:
+        conflicting = [
+            flag for flag, value in (
+                ("--bucket", opts.bucket), ("--cloudsql-instance", opts.cloudsql_instance),
+                ("--gsa", opts.gsa), ("--create-bucket", opts.create_bucket),
+                ("--external-uri", opts.external_uri),
+            ) if value
+        ]
+        if opts.database != "incluster":
+            conflicting.append("--database")
+        if conflicting:
+            raise BadFlag(f"--local cannot be combined with {', '.join(conflicting)}",
+                          "--local uses in-cluster PostgreSQL and a PVC and no Google Cloud "
+                          "at all; drop --local to use Google Cloud")
+        return opts
+
+    if opts.bucket:
+        if not opts.bucket.startswith("gs://"):
+            raise _bad("--bucket", opts.bucket, "must look like gs://NAME[/PATH]")
+        name, _, path = opts.bucket[len("gs://"):].partition("/")
+        if not BUCKET_RE.match(name) or name.startswith("goog") or ".." in name:
+            raise _bad("--bucket", opts.bucket, f"{name!r} is not a valid bucket name",
+                       "3-63 lowercase letters, digits, '-', '_' and '.'")
+        opts.bucket_name, opts.bucket_path = name, path.strip("/")
+    elif opts.create_bucket:
+        raise BadFlag("--create-bucket needs --bucket gs://NAME")
+
+    if opts.database == "cloudsql":
+        if not opts.cloudsql_instance:
+            raise BadFlag("--database cloudsql needs --cloudsql-instance",
+                          "pass the instance name, or PROJECT:REGION:NAME")
+        parts = opts.cloudsql_instance.split(":")
+        if len(parts) == 1:
+            opts.instance_name = parts[0]
+        elif len(parts) == 3:
+            opts.instance_project, opts.instance_region, opts.instance_name = parts
+        elif len(parts) == 4:  # domain-scoped project: example.com:proj:region:name
+            opts.instance_project = f"{parts[0]}:{parts[1]}"
+            opts.instance_region, opts.instance_name = parts[2], parts[3]
+        else:
+            raise _bad("--cloudsql-instance", opts.cloudsql_instance,
+                       "must be NAME or PROJECT:REGION:NAME")
+        if not INSTANCE_RE.match(opts.instance_name):
+            raise _bad("--cloudsql-instance", opts.cloudsql_instance,
+                       f"{opts.instance_name!r} is not a Cloud SQL instance name")
+        if opts.instance_project and not PROJECT_RE.match(opts.instance_project):
+            raise _bad("--cloudsql-instance", opts.cloudsql_instance,
+                       f"{opts.instance_project!r} is not a project id")
+        if opts.instance_region and not REGION_RE.match(opts.instance_region):
+            raise _bad("--cloudsql-instance", opts.cloudsql_instance,
+                       f"{opts.instance_region!r} is not a region")
+    elif opts.cloudsql_instance:
+        raise BadFlag("--cloudsql-instance needs --database cloudsql")
+    if opts.db_auth == "iam" and opts.database != "cloudsql":
+        raise BadFlag("--db-auth iam needs --database cloudsql",
+                      "IAM database authentication is a Cloud SQL feature")
+    if opts.database == "external" and not opts.external_uri:
+        raise BadFlag("--database external needs --external-uri (or MLFLOW_HELM_EXTERNAL_URI)",
+                      "give the SQLAlchemy URI, e.g. postgresql+psycopg2://user:pw@host/db; "
+                      "it is stored in a Kubernetes Secret, never printed")
+
+    if opts.gsa:
+        account = opts.gsa.split("@", 1)[0]
+        if not GSA_RE.match(account):
+            raise _bad("--gsa", opts.gsa, "not a service account name",
+                       "6-30 lowercase letters, digits and '-', starting with a letter")
+        if opts.identity == "direct":
+            raise BadFlag("--gsa cannot be combined with --identity direct")
+    if opts.project and not PROJECT_RE.match(opts.project):
+        raise _bad("--project", opts.project, "not a Google Cloud project id",
+                   "6-30 lowercase letters, digits and '-', starting with a letter")
+    if opts.region and not REGION_RE.match(opts.region):
+        raise _bad("--region", opts.region, "not a region (for example europe-west1)")
+    if opts.location and not LOCATION_RE.match(opts.location):
+        raise _bad("--location", opts.location, "not a region or zone")
+    if opts.cluster and not CLUSTER_RE.match(opts.cluster):
+        raise _bad("--cluster", opts.cluster, "not a GKE cluster name")
+    if opts.uses_gcp and opts.needs_gsa and not opts.gsa and not GSA_RE.match(opts.fullname):
+        raise BadFlag(f"the default Google service account name {opts.fullname!r} is not valid",
+                      "pass --gsa NAME (6-30 lowercase letters, digits and '-')")
+    return opts

@@ -1,0 +1,67 @@
+"""Printing results: a changeset for people, one JSON document for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from .changes import summary
+
+
+class Progress:
+    """Progress lines on stderr with the elapsed time, so stdout stays clean for JSON."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.start = time.monotonic()
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(f"[{time.monotonic() - self.start:6.1f}s] {message}", err=True)
+
+
+def print_changes(result) -> None:
+    title = {"install": "Plan" if result.dry_run else "Changes", "plan": "Plan",
+             "status": "Status", "uninstall": "Changes"}.get(result.command, "Changes")
+    where = f"release {result.release} in namespace {result.namespace}"
+    if result.project:
+        where += f", project {result.project}"
+    click.echo(f"{title} for {where}:")
+    for change in result.changes:
+        click.echo(f"  {change.line()}")
+    counts = summary(result.changes)
+    if result.changes:
+        verb = "would change" if result.dry_run or result.command == "plan" else "changed"
+        n = counts["create"] + counts["update"] + counts["delete"]
+        click.echo(f"{counts['create']} to create, {counts['update']} to update, "
+                   f"{counts['delete']} to delete, {counts['unchanged']} unchanged"
+                   + ("" if n else " (nothing to do)") + f": {verb} {n}.")
+
+
+def print_result(result, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=False))
+        return
+    if result.command == "render":
+        sys.stdout.write(result.manifests)
+        return
+    if result.command != "test":
+        print_changes(result)
+    if result.tests is not None:
+        click.echo("Tests:")
+        for check in result.tests["checks"]:
+            mark = "ok  " if check["ok"] else "FAIL"
+            reason = f": {check['reason']}" if check["reason"] else ""
+            click.echo(f"  {mark} {check['check']}{reason}")
+        click.echo("  passed" if result.tests["passed"] else "  FAILED")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if result.next_steps:
+        click.echo("Reach MLflow:")
+        for line in result.next_steps:
+            click.echo(f"  {line}")
+    if result.command == "install" and not result.dry_run:
+        click.echo(f"Done in {result.elapsed:.1f}s.")

@@ -1,0 +1,177 @@
+"""Cloud SQL steps: instance flags, the database, the user (and its Secret), the grant."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from ..changes import CREATE, UNCHANGED, UPDATE, Change
+from .base import Step
+
+PASSWORD_KEY = "password"
+BUILT_IN_USER = "mlflow"
+IAM_SA_TYPE = "CLOUD_IAM_SERVICE_ACCOUNT"
+
+
+def new_password(length: int = 32) -> str:
+    """Letters and digits only: for MySQL the chart puts the password into the URI."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+class InstanceFlagsStep(Step):
+    """IAM database authentication needs an instance flag; MLflow's MySQL triggers need
+    log_bin_trust_function_creators when binary logging is on."""
+
+    name = "instance-flags"
+
+    def enabled(self) -> bool:
+        return self.opts.uses_gcp and self.opts.database == "cloudsql"
+
+    def desired(self) -> dict[str, str]:
+        flags: dict[str, str] = {}
+        engine = self.ctx.facts.engine
+        if self.opts.iam_db_auth:
+            name = ("cloudsql.iam_authentication" if engine == "postgres"
+                    else "cloudsql_iam_authentication")
+            flags[name] = "on"
+        settings = self.ctx.facts.instance.get("settings", {})
+        if engine == "mysql" and settings.get("backupConfiguration", {}).get(
+                "binaryLogEnabled"):
+            flags["log_bin_trust_function_creators"] = "on"
+        return flags
+
+    def plan(self) -> list[Change]:
+        current = {f["name"]: f["value"] for f in
+                   self.ctx.facts.instance.get("settings", {}).get("databaseFlags", [])}
+        instance = self.ctx.facts.connection_name
+        return [
+            self.change(UNCHANGED if current.get(flag) == value else UPDATE,
+                        "cloud sql instance flag", f"{flag}={value}", f"on {instance}",
+                        flag=flag, value=value)
+            for flag, value in self.desired().items()
+        ]
+
+    def apply(self, changes: list[Change]) -> None:
+        flags = {c.data["flag"]: c.data["value"] for c in changes if c.action != UNCHANGED}
+        self.ctx.sql.set_flags(self.ctx.instance_project, self.opts.instance_name, flags)
+
+
+class DatabaseStep(Step):
+    name = "database"
+
+    def enabled(self) -> bool:
+        return self.opts.uses_gcp and self.opts.database == "cloudsql"
+
+    def plan(self) -> list[Change]:
+        db = self.ctx.sql.get_database(self.ctx.instance_project, self.opts.instance_name,
+                                       self.opts.database_name)
+        where = f"on {self.ctx.facts.connection_name}"
+        return [self.change(UNCHANGED if db else CREATE, "cloud sql database",
+                            self.opts.database_name, where)]
+
+    def apply(self, changes: list[Change]) -> None:
+        self.ctx.sql.create_database(self.ctx.instance_project, self.opts.instance_name,
+                                     self.opts.database_name)
+
+
+class DatabaseUserStep(Step):
+    """The database user: built-in with a generated password kept in a Secret, or IAM.
+
+    Password order: the Secret is written first, then the user is created from it, so a
+    crash in between leaves a Secret a re-run reuses, never a user whose password is lost.
+    """
+
+    name = "database-user"
+
+    def enabled(self) -> bool:
+        return self.opts.uses_gcp and self.opts.database == "cloudsql"
+
+    def _find(self, users: list[dict], names: set[str], iam: bool) -> dict | None:
+        for user in users:
+            is_iam = user.get("type") == IAM_SA_TYPE
+            if user.get("name") in names and is_iam == iam:
+                return user
+        return None
+
+    def plan(self) -> list[Change]:
+        project, instance = self.ctx.instance_project, self.opts.instance_name
+        users = self.ctx.sql.list_users(project, instance)
+        if self.opts.iam_db_auth:
+            email = self.opts.gsa_email
+            names = {email, self.ctx.iam_db_user}
+            found = self._find(users, names, iam=True)
+            return [self.change(UNCHANGED if found else CREATE, "cloud sql iam user",
+                                self.ctx.iam_db_user, f"on {self.ctx.facts.connection_name}")]
+        secret_name = f"{self.opts.namespace}/{self.opts.db_secret_name}"
+        secret = self.ctx.kube.get_secret(self.opts.namespace, self.opts.db_secret_name)
+        has_secret = bool(secret and secret.get(PASSWORD_KEY))
+        user = self._find(users, {BUILT_IN_USER}, iam=False)
+        where = f"on {self.ctx.facts.connection_name}"
+        changes = [self.change(UNCHANGED if has_secret else CREATE, "secret", secret_name,
+                               "database password (not shown)")]
+        if user is None:
+            changes.append(self.change(CREATE, "cloud sql user", BUILT_IN_USER, where))
+        elif not has_secret:
+            changes.append(self.change(UPDATE, "cloud sql user", BUILT_IN_USER,
+                                       f"new password {where}", host=user.get("host")))
+        else:
+            changes.append(self.change(UNCHANGED, "cloud sql user", BUILT_IN_USER, where))
+        return changes
+
+    def apply(self, changes: list[Change]) -> None:
+        project, instance = self.ctx.instance_project, self.opts.instance_name
+        if self.opts.iam_db_auth:
+            name = (self.ctx.iam_db_user if self.ctx.facts.engine == "postgres"
+                    else self.opts.gsa_email)
+            self.ctx.sql.create_user(project, instance, name, IAM_SA_TYPE)
+            return
+        ns, secret_name = self.opts.namespace, self.opts.db_secret_name
+        secret = self.ctx.kube.get_secret(ns, secret_name) or {}
+        password = secret.get(PASSWORD_KEY)
+        if not password:
+            password = new_password()
+            self.ctx.kube.put_secret(ns, secret_name, {PASSWORD_KEY: password})
+        for change in changes:
+            if change.kind != "cloud sql user" or change.action == UNCHANGED:
+                continue
+            if change.action == CREATE:
+                self.ctx.sql.create_user(project, instance, BUILT_IN_USER, "BUILT_IN",
+                                         password)
+            else:
+                self.ctx.sql.set_password(project, instance, BUILT_IN_USER, password,
+                                          change.data.get("host"))
+
+
+class DatabaseGrantStep(Step):
+    """PostgreSQL IAM users start with no rights on the database: hand it over once.
+
+    See dbgrant.py. A ConfigMap records that the grant ran, so a re-run needs no database
+    connection and makes no change.
+    """
+
+    name = "database-grant"
+
+    def enabled(self) -> bool:
+        return (self.opts.uses_gcp and self.opts.iam_db_auth
+                and self.ctx.facts.engine == "postgres")
+
+    @property
+    def marker(self) -> str:
+        return f"{self.opts.fullname[:53].rstrip('-')}-db-grant"
+
+    def expected(self) -> dict[str, str]:
+        return {"instance": self.ctx.facts.connection_name,
+                "database": self.opts.database_name, "owner": self.ctx.iam_db_user}
+
+    def plan(self) -> list[Change]:
+        current = self.ctx.kube.get_configmap(self.opts.namespace, self.marker)
+        action = UNCHANGED if current == self.expected() else CREATE
+        return [self.change(action, "database owner", self.opts.database_name,
+                            f"owned by {self.ctx.iam_db_user} (one-time grant)")]
+
+    def apply(self, changes: list[Change]) -> None:
+        from ..dbgrant import run_grant
+
+        run_grant(self.ctx)
+        self.ctx.kube.put_configmap(self.opts.namespace, self.marker, self.expected())

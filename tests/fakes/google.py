@@ -1,0 +1,504 @@
+"""A stateful fake of the Google APIs the CLI calls, over real HTTP.
+
+sqladmin v1, iam v1, cloudresourcemanager v1 and container v1, each under its own path
+prefix (`http://127.0.0.1:PORT/<api>/…`), answering what googleapiclient sends. Fidelity,
+where the emulators on PyPI fall short:
+- IAM policies carry an etag; a setIamPolicy with a stale etag gets 409 ABORTED (IAM and
+  Resource Manager do this); `requestedPolicyVersion` is echoed into `version`.
+- Cloud SQL mutations return operations that go PENDING → RUNNING → DONE over time (the
+  effect lands at DONE); a second mutation on a busy instance gets 409 (operation in
+  progress); an operation can be made to end DONE with an error.
+- Creating what exists: 409 ALREADY_EXISTS.
+- New service accounts are invisible for `sa_delay` seconds (404 on get/getIamPolicy, 400
+  "does not exist" when bound in a project policy): IAM's eventual consistency.
+- Injectable failures (429/503/403…) per operation, or "every call fails once".
+- A call log with each call's operation and whether it is a read or a mutation.
+Not modelled: conditions evaluation, quotas, LROs of IAM/CRM (they are synchronous there too).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+READ_OPS = {"get", "list", "getIamPolicy"}
+
+
+@dataclass
+class Call:
+    api: str
+    op: str
+    method: str
+    path: str
+    status: int
+    mutating: bool
+
+
+@dataclass
+class Fault:
+    status: int
+    times: int = 1
+    message: str = ""
+
+
+def _etag(n: int) -> str:
+    return base64.b64encode(f"etag-{n}".encode()).decode()
+
+
+@dataclass
+class State:
+    projects: dict = field(default_factory=dict)  # pid -> {number, policy, policy_n}
+    accounts: dict = field(default_factory=dict)  # email -> {sa, policy, n, visible_at}
+    instances: dict = field(default_factory=dict)  # (pid, name) -> instance dict
+    databases: dict = field(default_factory=dict)  # (pid, inst) -> {name: db}
+    users: dict = field(default_factory=dict)  # (pid, inst) -> {(name, host): user}
+    operations: dict = field(default_factory=dict)  # name -> op (+ private fields)
+    clusters: dict = field(default_factory=dict)  # (pid, loc, name) -> cluster
+
+
+class FakeGoogle:
+    """The fake's state and behaviour; `serve()` puts it on a loopback port."""
+
+    def __init__(self, op_seconds: float = 0.05, sa_delay: float = 0.0) -> None:
+        self.state = State()
+        self.lock = threading.RLock()
+        self.calls: list[Call] = []
+        self.faults: dict[str, list[Fault]] = {}
+        self.fail_every_call_once = False
+        self._seen: set[tuple[str, str, str]] = set()
+        self.op_seconds = op_seconds
+        self.sa_delay = sa_delay
+        self.op_errors: dict[str, str] = {}  # op name prefix -> error message at DONE
+        self.hooks: list[Callable[[str, dict], None]] = []  # (op, body) before handling
+        self._op_n = 0
+        self.server: ThreadingHTTPServer | None = None
+
+    # -- setup helpers ------------------------------------------------------------------
+    def add_project(self, pid: str, number: str = "123456789012", owners=("user:owner@x.com",)):
+        self.state.projects[pid] = {
+            "number": number, "n": 1,
+            "policy": {"version": 1, "bindings": [{"role": "roles/owner",
+                                                   "members": list(owners)}]},
+        }
+
+    def add_cluster(self, pid: str, location: str, name: str, pool: str | None = None,
+                    metadata_mode: str = "GKE_METADATA"):
+        cluster = {"name": name, "location": location, "nodePools": [
+            {"name": "default-pool", "config": {"workloadMetadataConfig": {
+                "mode": metadata_mode}}}]}
+        if pool is not False:
+            cluster["workloadIdentityConfig"] = {"workloadPool": pool or f"{pid}.svc.id.goog"}
+        self.state.clusters[(pid, location, name)] = cluster
+
+    def add_instance(self, pid: str, name: str, region: str = "europe-west1",
+                     version: str = "POSTGRES_16", ip_types=("PRIMARY",),
+                     state: str = "RUNNABLE", flags: dict | None = None, binlog=False):
+        self.state.instances[(pid, name)] = {
+            "kind": "sql#instance", "name": name, "project": pid, "region": region,
+            "databaseVersion": version, "state": state,
+            "connectionName": f"{pid}:{region}:{name}",
+            "ipAddresses": [{"type": t, "ipAddress": "10.0.0.3"} for t in ip_types],
+            "settings": {"settingsVersion": "1", "tier": "db-custom-1-3840",
+                         "databaseFlags": [{"name": k, "value": v}
+                                           for k, v in (flags or {}).items()],
+                         "backupConfiguration": {"binaryLogEnabled": binlog},
+                         "ipConfiguration": {}},
+        }
+        builtin = "postgres" if version.startswith("POSTGRES") else "root"
+        self.state.databases[(pid, name)] = {
+            "postgres" if builtin == "postgres" else "mysql": {"name": builtin}}
+        self.state.users[(pid, name)] = {(builtin, ""): {"name": builtin, "host": "",
+                                                         "type": "BUILT_IN"}}
+
+    def inject(self, op: str, status: int, times: int = 1, message: str = "") -> None:
+        """The next `times` calls of `op` (e.g. "iam.serviceAccounts.create") fail."""
+        self.faults.setdefault(op, []).append(Fault(status, times, message))
+
+    # -- views for tests -----------------------------------------------------------------
+    def mutating_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.mutating and c.status < 400]
+
+    def counts(self) -> dict[str, int]:
+        return {"read": sum(1 for c in self.calls if not c.mutating),
+                "mutating": sum(1 for c in self.calls if c.mutating)}
+
+    def snapshot(self) -> dict:
+        """Comparable state: what a clean run and a crashed-then-resumed run must share."""
+        with self.lock:
+            self._tick()
+            s = self.state
+
+            def pol(p):
+                return sorted((b["role"], tuple(sorted(b["members"])))
+                              for b in p.get("bindings", []))
+
+            return {
+                "project_policies": {k: pol(v["policy"]) for k, v in s.projects.items()},
+                "accounts": {k: pol(v["policy"]) for k, v in s.accounts.items()},
+                "databases": {f"{k[0]}:{k[1]}": sorted(v) for k, v in s.databases.items()},
+                "users": {f"{k[0]}:{k[1]}": sorted((u["name"], u.get("type", ""))
+                                                   for u in v.values())
+                          for k, v in s.users.items()},
+                "flags": {f"{k[0]}:{k[1]}": sorted((f["name"], f["value"]) for f in
+                                                   v["settings"]["databaseFlags"])
+                          for k, v in s.instances.items()},
+            }
+
+    # -- serving -------------------------------------------------------------------------
+    def serve(self) -> str:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else {}
+                status, payload = fake.handle(self.command, self.path, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    # -- dispatch ------------------------------------------------------------------------
+    ROUTES: list[tuple[str, str, str, str]] = [
+        # (api, method, path regex, op)
+        ("cloudresourcemanager", "GET", r"v1/projects/(?P<p>[^/:]+)", "projects.get"),
+        ("cloudresourcemanager", "POST", r"v1/projects/(?P<p>[^/:]+):getIamPolicy",
+         "projects.getIamPolicy"),
+        ("cloudresourcemanager", "POST", r"v1/projects/(?P<p>[^/:]+):setIamPolicy",
+         "projects.setIamPolicy"),
+        ("iam", "POST", r"v1/projects/(?P<p>[^/]+)/serviceAccounts", "serviceAccounts.create"),
+        ("iam", "GET", r"v1/projects/(?P<p>[^/]+)/serviceAccounts/(?P<e>[^/:]+)",
+         "serviceAccounts.get"),
+        ("iam", "DELETE", r"v1/projects/(?P<p>[^/]+)/serviceAccounts/(?P<e>[^/:]+)",
+         "serviceAccounts.delete"),
+        ("iam", "POST", r"v1/projects/(?P<p>[^/]+)/serviceAccounts/(?P<e>[^/:]+):getIamPolicy",
+         "serviceAccounts.getIamPolicy"),
+        ("iam", "POST", r"v1/projects/(?P<p>[^/]+)/serviceAccounts/(?P<e>[^/:]+):setIamPolicy",
+         "serviceAccounts.setIamPolicy"),
+        ("sqladmin", "GET", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)", "instances.get"),
+        ("sqladmin", "PATCH", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)",
+         "instances.patch"),
+        ("sqladmin", "POST", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/databases",
+         "databases.insert"),
+        ("sqladmin", "GET", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/databases/(?P<d>[^/]+)",
+         "databases.get"),
+        ("sqladmin", "DELETE",
+         r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/databases/(?P<d>[^/]+)",
+         "databases.delete"),
+        ("sqladmin", "GET", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/users", "users.list"),
+        ("sqladmin", "POST", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/users",
+         "users.insert"),
+        ("sqladmin", "PUT", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/users",
+         "users.update"),
+        ("sqladmin", "DELETE", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/users",
+         "users.delete"),
+        ("sqladmin", "GET", r"v1/projects/(?P<p>[^/]+)/operations/(?P<o>[^/]+)", "operations.get"),
+        ("container", "GET",
+         r"v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)",
+         "clusters.get"),
+    ]
+
+    def handle(self, method: str, raw_path: str, body: dict) -> tuple[int, Any]:
+        url = urlsplit(raw_path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        api, _, rest = url.path.lstrip("/").partition("/")
+        for r_api, r_method, pattern, op in self.ROUTES:
+            if r_api == api and r_method == method:
+                match = re.fullmatch(pattern, rest)
+                if match:
+                    break
+        else:
+            return 404, _error(404, f"no route {method} {url.path}", "NOT_FOUND")
+        full_op = f"{api}.{op}"
+        mutating = op.rsplit(".", 1)[-1] not in READ_OPS
+        with self.lock:
+            self._tick()
+            status, payload = self._fault(full_op, method, url.path)
+            if status is None:
+                for hook in list(self.hooks):
+                    hook(full_op, body)
+                try:
+                    status, payload = getattr(self, "_" + op.replace(".", "_"))(
+                        match.groupdict(), query, body)
+                except KeyError as exc:
+                    status, payload = 404, _error(404, f"not found: {exc}", "NOT_FOUND")
+            self.calls.append(Call(api, op, method, url.path, status, mutating))
+            return status, payload
+
+    def _fault(self, op: str, method: str, path: str) -> tuple[int | None, Any]:
+        queue = self.faults.get(op) or []
+        if queue:
+            fault = queue[0]
+            fault.times -= 1
+            if fault.times <= 0:
+                queue.pop(0)
+            if fault.status == 403:
+                perm = fault.message or op
+                return 403, _error(403, f"Permission '{perm}' denied on resource (or it may "
+                                        "not exist).", "PERMISSION_DENIED")
+            return fault.status, _error(fault.status, fault.message or "injected",
+                                        "UNAVAILABLE" if fault.status == 503 else
+                                        "RESOURCE_EXHAUSTED")
+        if self.fail_every_call_once:
+            key = (op, method, path)
+            if key not in self._seen:
+                self._seen.add(key)
+                return 503, _error(503, "The service is currently unavailable.",
+                                   "UNAVAILABLE")
+        return None, None
+
+    # -- operations ----------------------------------------------------------------------
+    def _start_op(self, pid: str, inst: str, op_type: str, effect: Callable[[], Any],
+                  target: str) -> tuple[int, Any]:
+        for op in self.state.operations.values():
+            if op["targetId"] == inst and op["targetProject"] == pid and op["status"] != "DONE":
+                return 409, _error(409, "Operation failed because another operation was "
+                                        "already in progress.", "ABORTED",
+                                   reason="operationInProgress")
+        self._op_n += 1
+        name = f"op-{self._op_n:04d}"
+        now = time.monotonic()
+        op = {"kind": "sql#operation", "name": name, "operationType": op_type,
+              "status": "PENDING", "targetId": inst, "targetProject": pid,
+              "targetLink": target, "_start": now, "_effect": effect}
+        for prefix, message in list(self.op_errors.items()):
+            if op_type.startswith(prefix):
+                op["_error"] = message
+                del self.op_errors[prefix]
+        self.state.operations[name] = op
+        return 200, _public(op)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for op in self.state.operations.values():
+            if op["status"] == "DONE":
+                continue
+            age = now - op["_start"]
+            if age >= self.op_seconds:
+                op["status"] = "DONE"
+                if "_error" in op:
+                    op["error"] = {"kind": "sql#operationErrors", "errors": [
+                        {"kind": "sql#operationError", "code": "ERROR_RDBMS",
+                         "message": op["_error"]}]}
+                else:
+                    op["_effect"]()
+            elif age >= self.op_seconds / 3:
+                op["status"] = "RUNNING"
+
+    # -- resource manager ----------------------------------------------------------------
+    def _project(self, p):
+        return self.state.projects[p]
+
+    def _projects_get(self, m, q, b):
+        proj = self._project(m["p"])
+        return 200, {"projectId": m["p"], "projectNumber": proj["number"],
+                     "lifecycleState": "ACTIVE"}
+
+    def _policy_out(self, holder, requested):
+        policy = copy.deepcopy(holder["policy"])
+        policy["etag"] = _etag(holder["n"])
+        has_conditions = any(x.get("condition") for x in policy.get("bindings", []))
+        policy["version"] = 3 if (has_conditions and int(requested or 1) >= 3) else \
+            policy.get("version", 1)
+        return policy
+
+    def _policy_in(self, holder, policy, check_members=True):
+        etag = policy.get("etag")
+        if etag and etag != _etag(holder["n"]):
+            return 409, _error(409, "There were concurrent policy changes. Please retry the "
+                                    "whole read-modify-write with exponential backoff.",
+                               "ABORTED")
+        if check_members:
+            for binding in policy.get("bindings", []):
+                for member in binding.get("members", []):
+                    if member.startswith("serviceAccount:") and "[" not in member:
+                        email = member.split(":", 1)[1]
+                        acct = self.state.accounts.get(email)
+                        if email.endswith(".iam.gserviceaccount.com") and (
+                                acct is None or not self._visible(acct)):
+                            return 400, _error(400, f"Service account {email} does not exist.",
+                                               "INVALID_ARGUMENT")
+        new = copy.deepcopy(policy)
+        new.pop("etag", None)
+        holder["policy"] = new
+        holder["n"] += 1
+        return 200, self._policy_out(holder, 3)
+
+    def _projects_getIamPolicy(self, m, q, b):
+        requested = (b.get("options") or {}).get("requestedPolicyVersion")
+        return 200, self._policy_out(self._project(m["p"]), requested)
+
+    def _projects_setIamPolicy(self, m, q, b):
+        return self._policy_in(self._project(m["p"]), b.get("policy", {}))
+
+    # -- iam -----------------------------------------------------------------------------
+    def _visible(self, acct) -> bool:
+        return time.monotonic() >= acct["visible_at"]
+
+    def _account(self, email):
+        acct = self.state.accounts.get(email)
+        if acct is None or not self._visible(acct):
+            raise KeyError(email)
+        return acct
+
+    def _serviceAccounts_create(self, m, q, b):
+        account_id = b["accountId"]
+        email = f"{account_id}@{m['p']}.iam.gserviceaccount.com"
+        if email in self.state.accounts:
+            return 409, _error(409, f"Service account {account_id} already exists within "
+                                    "project.", "ALREADY_EXISTS")
+        sa = {"name": f"projects/{m['p']}/serviceAccounts/{email}", "email": email,
+              "projectId": m["p"], "uniqueId": str(10**20 + len(self.state.accounts)),
+              "displayName": (b.get("serviceAccount") or {}).get("displayName", "")}
+        self.state.accounts[email] = {"sa": sa, "policy": {"version": 1}, "n": 1,
+                                      "visible_at": time.monotonic() + self.sa_delay}
+        return 200, sa
+
+    def _serviceAccounts_get(self, m, q, b):
+        return 200, self._account(m["e"])["sa"]
+
+    def _serviceAccounts_delete(self, m, q, b):
+        self._account(m["e"])
+        del self.state.accounts[m["e"]]
+        return 200, {}
+
+    def _serviceAccounts_getIamPolicy(self, m, q, b):
+        return 200, self._policy_out(self._account(m["e"]),
+                                     q.get("options.requestedPolicyVersion"))
+
+    def _serviceAccounts_setIamPolicy(self, m, q, b):
+        return self._policy_in(self._account(m["e"]), b.get("policy", {}), check_members=False)
+
+    # -- container -----------------------------------------------------------------------
+    def _clusters_get(self, m, q, b):
+        return 200, self.state.clusters[(m["p"], m["l"], m["c"])]
+
+    # -- sqladmin ------------------------------------------------------------------------
+    def _inst(self, m):
+        return self.state.instances[(m["p"], m["i"])]
+
+    def _instances_get(self, m, q, b):
+        return 200, self._inst(m)
+
+    def _instances_patch(self, m, q, b):
+        inst = self._inst(m)
+        settings = b.get("settings", {})
+
+        def effect():
+            if "databaseFlags" in settings:
+                inst["settings"]["databaseFlags"] = settings["databaseFlags"]
+            inst["settings"]["settingsVersion"] = str(int(inst["settings"]["settingsVersion"])
+                                                      + 1)
+
+        return self._start_op(m["p"], m["i"], "UPDATE", effect, m["i"])
+
+    def _databases_insert(self, m, q, b):
+        self._inst(m)
+        dbs = self.state.databases[(m["p"], m["i"])]
+        name = b["name"]
+        if name in dbs:
+            return 409, _error(409, f"The database {name} already exists.", "ALREADY_EXISTS")
+        return self._start_op(m["p"], m["i"], "CREATE_DATABASE",
+                              lambda: dbs.setdefault(name, {"name": name, "charset": "UTF8"}),
+                              name)
+
+    def _databases_get(self, m, q, b):
+        self._inst(m)
+        db = self.state.databases[(m["p"], m["i"])][m["d"]]
+        return 200, {"kind": "sql#database", "instance": m["i"], "project": m["p"], **db}
+
+    def _databases_delete(self, m, q, b):
+        dbs = self.state.databases[(m["p"], m["i"])]
+        dbs[m["d"]]  # noqa: B018 - 404 when absent
+        return self._start_op(m["p"], m["i"], "DELETE_DATABASE", lambda: dbs.pop(m["d"], None),
+                              m["d"])
+
+    def _users_list(self, m, q, b):
+        self._inst(m)
+        users = self.state.users[(m["p"], m["i"])]
+        return 200, {"kind": "sql#usersList", "items": [
+            {k: v for k, v in u.items() if k != "password"} for u in users.values()]}
+
+    def _user_key(self, name: str, mysql: bool, user_type: str) -> str:
+        # Cloud SQL stores a MySQL IAM service account user under the part before "@".
+        if mysql and user_type == "CLOUD_IAM_SERVICE_ACCOUNT":
+            return name.split("@", 1)[0]
+        return name
+
+    def _users_insert(self, m, q, b):
+        inst = self._inst(m)
+        mysql = inst["databaseVersion"].startswith("MYSQL")
+        users = self.state.users[(m["p"], m["i"])]
+        user_type = b.get("type", "BUILT_IN")
+        name = self._user_key(b["name"], mysql, user_type)
+        host = b.get("host", "%" if mysql and user_type == "BUILT_IN" else "")
+        if (name, host) in users:
+            return 409, _error(409, f"The user {name} already exists.", "ALREADY_EXISTS")
+        if user_type == "CLOUD_IAM_SERVICE_ACCOUNT":
+            iam_flag = "cloudsql.iam_authentication" if not mysql else \
+                "cloudsql_iam_authentication"
+            flags = {f["name"]: f["value"] for f in inst["settings"]["databaseFlags"]}
+            if flags.get(iam_flag) != "on":
+                return 400, _error(400, f"Invalid request: {iam_flag} flag must be on to "
+                                        "add IAM users.", "INVALID_ARGUMENT")
+        user = {"kind": "sql#user", "name": name, "host": host, "type": user_type,
+                "instance": m["i"], "project": m["p"], "password": b.get("password")}
+        return self._start_op(m["p"], m["i"], "CREATE_USER",
+                              lambda: users.setdefault((name, host), user), name)
+
+    def _users_update(self, m, q, b):
+        users = self.state.users[(m["p"], m["i"])]
+        key = (q["name"], q.get("host", ""))
+        if key not in users:
+            key = next(k for k in users if k[0] == q["name"])
+        user = users[key]
+        return self._start_op(m["p"], m["i"], "UPDATE_USER",
+                              lambda: user.update(password=b.get("password")), q["name"])
+
+    def _users_delete(self, m, q, b):
+        users = self.state.users[(m["p"], m["i"])]
+        key = next(k for k in users if k[0] == q["name"])
+        return self._start_op(m["p"], m["i"], "DELETE_USER", lambda: users.pop(key, None),
+                              q["name"])
+
+    def _operations_get(self, m, q, b):
+        return 200, _public(self.state.operations[m["o"]])
+
+
+def _public(op: dict) -> dict:
+    return {k: v for k, v in op.items() if not k.startswith("_")}
+
+
+def _error(code: int, message: str, status: str, reason: str = "") -> dict:
+    err: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if reason:
+        err["errors"] = [{"message": message, "domain": "global", "reason": reason}]
+    return {"error": err}

@@ -1,0 +1,177 @@
+"""A fake Kubernetes API over HTTP, for what the CLI does itself (and Helm's reads).
+
+Serves /version, namespaces, Secrets and ConfigMaps (get, list, create, replace, delete,
+409 AlreadyExists, 404 NotFound as Status objects), plus enough discovery for Helm to look
+up a release in its Secret storage. Logs calls with read/mutating classification.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from .google import Call
+
+NS_PATH = re.compile(r"^/api/v1/namespaces(/(?P<ns>[^/]+))?$")
+OBJ_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>secrets|configmaps)"
+                      r"(/(?P<name>[^/]+))?$")
+KINDS = {"secrets": "Secret", "configmaps": "ConfigMap"}
+
+
+def _status(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+class FakeKube:
+    def __init__(self, version: tuple[str, str] = ("1", "31")) -> None:
+        self.version = version
+        self.namespaces: dict[str, dict] = {"default": {"metadata": {"name": "default"}}}
+        self.objects: dict[tuple[str, str, str], dict] = {}
+        self.calls: list[Call] = []
+        self.lock = threading.RLock()
+        self.server: ThreadingHTTPServer | None = None
+        self._rv = 1
+
+    def serve(self) -> str:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, obj = fake.handle(self.command, self.path, raw)
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def mutating_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.mutating]
+
+    def handle(self, method: str, raw_path: str, raw: bytes):
+        path = urlsplit(raw_path).path.rstrip("/") or "/"
+        with self.lock:
+            status, obj, op = self._route(method, path, json.loads(raw) if raw else {})
+            self.calls.append(Call("kube", op, method, path, status,
+                                   method not in ("GET", "HEAD")))
+            return status, obj
+
+    def _meta(self, obj: dict) -> dict:
+        self._rv += 1
+        obj.setdefault("metadata", {})["resourceVersion"] = str(self._rv)
+        return obj
+
+    def _route(self, method, path, body):
+        if path == "/version":
+            major, minor = self.version
+            return 200, {"major": major, "minor": minor,
+                         "gitVersion": f"v{major}.{minor}.2-gke.1000",
+                         "gitCommit": "0" * 40, "gitTreeState": "clean",
+                         "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24",
+                         "compiler": "gc", "platform": "linux/amd64"}, "version"
+        if path == "/api":
+            return 200, {"kind": "APIVersions", "versions": ["v1"]}, "discovery"
+        if path == "/apis":
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}, "discovery"
+        match = NS_PATH.match(path)
+        if match:
+            ns = match["ns"]
+            if method == "GET" and ns is None:
+                return 200, {"kind": "NamespaceList", "apiVersion": "v1",
+                             "items": list(self.namespaces.values())}, "namespaces.list"
+            if method == "GET":
+                if ns not in self.namespaces:
+                    return 404, _status(404, "NotFound", f'namespaces "{ns}" not found'), \
+                        "namespaces.get"
+                return 200, self.namespaces[ns], "namespaces.get"
+            if method == "POST":
+                name = body["metadata"]["name"]
+                if name in self.namespaces:
+                    return 409, _status(409, "AlreadyExists",
+                                        f'namespaces "{name}" already exists'), \
+                        "namespaces.create"
+                self.namespaces[name] = self._meta({**body, "kind": "Namespace",
+                                                    "apiVersion": "v1"})
+                return 201, self.namespaces[name], "namespaces.create"
+        match = OBJ_PATH.match(path)
+        if match:
+            ns, kind, name = match["ns"], match["kind"], match["name"]
+            op = f"{kind}.{method.lower()}"
+            key = (kind, ns, name)
+            if method == "GET" and name is None:
+                items = [o for (k, n, _), o in self.objects.items() if k == kind and n == ns]
+                return 200, {"kind": f"{KINDS[kind]}List", "apiVersion": "v1",
+                             "metadata": {"resourceVersion": str(self._rv)},
+                             "items": items}, f"{kind}.list"
+            if method == "GET":
+                if key not in self.objects:
+                    return 404, _status(404, "NotFound", f'{kind} "{name}" not found'), op
+                return 200, self.objects[key], op
+            if method == "POST":
+                if ns not in self.namespaces:
+                    return 404, _status(404, "NotFound", f'namespaces "{ns}" not found'), op
+                key = (kind, ns, body["metadata"]["name"])
+                if key in self.objects:
+                    return 409, _status(409, "AlreadyExists",
+                                        f'{kind} "{key[2]}" already exists'), op
+                body["metadata"]["namespace"] = ns
+                self.objects[key] = self._meta({**body, "kind": KINDS[kind],
+                                                "apiVersion": "v1"})
+                return 201, self.objects[key], op
+            if method == "PUT":
+                if key not in self.objects:
+                    return 404, _status(404, "NotFound", f'{kind} "{name}" not found'), op
+                body["metadata"]["namespace"] = ns
+                self.objects[key] = self._meta({**body, "kind": KINDS[kind],
+                                                "apiVersion": "v1"})
+                return 200, self.objects[key], op
+            if method == "DELETE":
+                if key not in self.objects:
+                    return 404, _status(404, "NotFound", f'{kind} "{name}" not found'), op
+                del self.objects[key]
+                return 200, _status(200, "", "deleted") | {"status": "Success"}, op
+        return 404, _status(404, "NotFound", f"no route {method} {path}"), "unknown"
+
+    def secret(self, ns: str, name: str) -> dict | None:
+        obj = self.objects.get(("secrets", ns, name))
+        return copy.deepcopy(obj) if obj else None
+
+
+def write_kubeconfig(path: Path, server: str, context: str, namespace: str = "") -> Path:
+    ctx = {"cluster": "fake", "user": "fake"}
+    if namespace:
+        ctx["namespace"] = namespace
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+        "contexts": [{"name": context, "context": ctx}],
+    }))
+    return path
