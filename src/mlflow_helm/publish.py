@@ -155,7 +155,7 @@ class _Helm:
 
 def _registry_error(action: str, host: str, res: _Run, plain_http: bool) -> UserError:
     """Helm's failure talking to a registry, as one message with the fix."""
-    text = res.output
+    text = re.sub(r"^Error:\s*", "", res.output, flags=re.MULTILINE)
     if HTTP_TO_HTTPS_RE.search(text):
         return HelmFailed(f"{action}: {host} speaks plain HTTP: {text}",
                           "pass --plain-http for a registry without TLS (loopback tests only)")
