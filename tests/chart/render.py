@@ -71,7 +71,7 @@ class SchemaValidationError(AssertionError):
 # ------------------------------------------------------------------------------ validation ---
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _definitions(kube_version: str) -> Resource:
     path = SCHEMA_ROOT / f"v{kube_version}-local-strict" / "_definitions.json"
     return Resource.from_contents(json.loads(path.read_text()))
@@ -84,7 +84,7 @@ def _schema_file(kube_version: str, kind: str, api_version: str) -> Path:
     return SCHEMA_ROOT / f"v{kube_version}-local-strict" / f"{kind.lower()}-{api}.json"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(kube_version: str, kind: str, api_version: str) -> jsonschema.Validator:
     """One strict validator per (Kubernetes minor, kind, apiVersion), built once."""
     path = _schema_file(kube_version, kind, api_version)
@@ -118,7 +118,7 @@ def _check_custom_resource(obj: dict) -> None:
         raise SchemaValidationError(f"{kind}/{meta and meta.get('name')}: " + "; ".join(problems))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validate_json(obj_json: str) -> None:
     obj = json.loads(obj_json)
     kind = obj.get("kind")
@@ -151,7 +151,7 @@ def _freeze(values: dict | None) -> str:
     return json.dumps(values or {}, sort_keys=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render_cached(
     helm: str,
     values_json: str,

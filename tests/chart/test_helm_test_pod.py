@@ -59,7 +59,7 @@ class TestHelmTestPod:
         host = url.split("/")[2]
         server = get_object(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"][
             "containers"][0]
-        allowed = [a for a in server["args"] if a.startswith("--allowed-hosts=")][0]
+        allowed = next(a for a in server["args"] if a.startswith("--allowed-hosts="))
         assert host in allowed.split("=", 1)[1].split(",")
 
     def test_artifact_mode(self, helm):
@@ -75,7 +75,8 @@ class TestHelmTestPod:
         assert env["MLFLOW_TRACKING_USERNAME"]["value"] == "admin"
         assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
             "name": f"{FULLNAME}-auth", "key": "admin-password"}
-        assert "MLFLOW_TRACKING_PASSWORD" not in env_of(helm_test_pod(helm)["spec"]["containers"][0])
+        plain = helm_test_pod(helm)["spec"]["containers"][0]
+        assert "MLFLOW_TRACKING_PASSWORD" not in env_of(plain)
 
     def test_security(self, helm):
         spec = helm_test_pod(helm)["spec"]

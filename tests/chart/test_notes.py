@@ -26,7 +26,7 @@ def discovery():
         yield fake
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _notes(helm: str, kubeconfig: str, values_json: str) -> str:
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "HOME": home, "HELM_CONFIG_HOME": home, "HELM_CACHE_HOME": home,

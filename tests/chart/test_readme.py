@@ -10,7 +10,8 @@ from pathlib import Path
 from .render import CHART_DIR, REPO_ROOT
 
 GENERATOR = Path(os.environ.get(
-    "README_GENERATOR", REPO_ROOT / ".tools" / "node" / "node_modules" / ".bin" / "readme-generator"))
+    "README_GENERATOR",
+    REPO_ROOT / ".tools" / "node" / "node_modules" / ".bin" / "readme-generator"))
 README = CHART_DIR / "README.md"
 FIX = ("regenerate it: make docs (readme-generator --values charts/mlflow/values.yaml "
        "--readme charts/mlflow/README.md)")
