@@ -1,0 +1,221 @@
+"""A rendered release brought up as a cluster would: its database and bucket provisioned, the
+migration Job and the server pod started together (the server's wait-for-schema init container
+waits for the Job), the server probed, and the chart's helm test run against it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from e2e_kube import Cluster, Pod, Process, free_port, http_get, render, run_in_thread, wait_probe
+from e2e_services import FakeGCS, MariaDB, PostgreSQL, tail
+
+APP_VERSION = "3.17.2"
+
+
+@dataclass
+class Services:
+    postgres: PostgreSQL
+    mariadb: MariaDB
+    gcs: FakeGCS
+
+    def for_engine(self, engine: str) -> PostgreSQL | MariaDB:
+        return self.mariadb if engine == "mysql" else self.postgres
+
+
+@dataclass
+class Database:
+    """A database the test creates as a DBA would before installing (Cloud SQL, external)."""
+
+    engine: str  # postgres | mysql
+    name: str
+    user: str
+    password: str | None  # None: IAM database authentication
+
+
+def secret(name: str, namespace: str = "mlflow", **data: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque", "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+@dataclass
+class Release:
+    helm: str
+    services: Services
+    workdir: Path
+    values: dict = field(default_factory=dict)
+    values_files: list[Path] = field(default_factory=list)
+    name: str = "mlflow"
+    namespace: str = "mlflow"
+    extra_objects: list[dict] = field(default_factory=list)
+    database: Database | None = None
+    # Hosts of external databases: "host:port" in the rendered URI -> engine of the local stand-in.
+    external_hosts: dict[str, str] = field(default_factory=dict)
+    create_buckets: bool = True
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.objects = render(self.helm, self.values, self.values_files, self.name, self.namespace)
+        self.cluster = Cluster(self.objects + list(self.extra_objects), self.namespace, self.workdir,
+                               node_env=self.services.gcs.env())
+        self.deployment = self.cluster.get("Deployment")
+        self.job = self.cluster.get("Job")
+        self.server_pod: Pod | None = None
+        self.server: Process | None = None
+        self.port = 0
+        self.timings: dict[str, float] = {}
+        self.db_engine, self.db_name = "postgres", ""
+        self._wire()
+
+    # ------------------------------------------------------------------ provisioning ----
+    def _wire(self) -> None:
+        """Point the in-cluster addresses at the local services and create what the pods expect."""
+        cluster = self.cluster
+        for address, engine in self.external_hosts.items():
+            db = self.services.for_engine(engine)
+            cluster.extra_addresses[address] = f"127.0.0.1:{db.port}"
+        statefulset = next((s for s in cluster.all("StatefulSet") if "postgres" in s["metadata"]["name"]), None)
+        if statefulset is not None:
+            # The in-cluster PostgreSQL: the official image creates POSTGRES_USER with
+            # POSTGRES_PASSWORD and POSTGRES_DB on first start; do the same on the local server.
+            pg = self.services.postgres
+            pod = Pod(cluster, statefulset["spec"]["template"]["spec"], "postgresql-0")
+            env = pod.env(pod.spec["containers"][0])
+            self.db_engine, self.db_name = "postgres", env.get("POSTGRES_DB", env["POSTGRES_USER"])
+            pg.provision(self.db_name, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"])
+            labels = statefulset["spec"]["template"]["metadata"]["labels"]
+            for svc in cluster.all("Service"):
+                selector = svc["spec"].get("selector") or {}
+                if selector and all(labels.get(k) == v for k, v in selector.items()):
+                    cluster.service_backends[svc["metadata"]["name"]] = {
+                        p["port"]: ("127.0.0.1", pg.port) for p in svc["spec"]["ports"]}
+        for container in self.deployment["spec"]["template"]["spec"].get("initContainers") or []:
+            if container.get("restartPolicy") == "Always":
+                instance = [a for a in container.get("args") or [] if not a.startswith("-")][-1]
+                engine = self.database.engine if self.database else self._uri_engine()
+                cluster.cloudsql_instances[instance] = ("127.0.0.1", self.services.for_engine(engine).port)
+        if self.database is not None:
+            db = self.database
+            self.db_engine, self.db_name = db.engine, db.name
+            self.services.for_engine(db.engine).provision(db.name, db.user, db.password)
+        elif statefulset is None:
+            # A ci/ values file with an outside database: create what its URI names.
+            uri = urlsplit(self.backend_uri())
+            password = unquote(uri.password) if uri.password else self._migrate_env().get("PGPASSWORD")
+            self.db_engine, self.db_name = self._uri_engine(), uri.path.lstrip("/")
+            self.services.for_engine(self.db_engine).provision(self.db_name, unquote(uri.username or ""), password)
+        if self.create_buckets:
+            for bucket in self.buckets():
+                self.services.gcs.create_bucket(bucket)
+
+    def _migrate_pod(self, name: str | None = None) -> Pod:
+        pod = Pod(self.cluster, self.job["spec"]["template"]["spec"], name or f"{self.job['metadata']['name']}-x7k2p")
+        pod.emulate_sidecars()
+        return pod
+
+    def _migrate_env(self) -> dict[str, str]:
+        pod = self._migrate_pod("probe-env")
+        env, _ = pod.process_env(pod.container("migrate"))
+        return env
+
+    def backend_uri(self) -> str:
+        """The backend store URI the pods use, mapped to the local database."""
+        return self._migrate_env()["MLFLOW_BACKEND_STORE_URI"]
+
+    def _uri_engine(self) -> str:
+        return "mysql" if self._migrate_env()["MLFLOW_BACKEND_STORE_URI"].startswith("mysql") else "postgres"
+
+    def server_args(self) -> list[str]:
+        return list(self.deployment["spec"]["template"]["spec"]["containers"][0].get("args") or [])
+
+    def buckets(self) -> list[str]:
+        found = []
+        for arg in self.server_args():
+            m = re.match(r"--(?:artifacts-destination|default-artifact-root)=gs://([^/]+)", arg)
+            if m:
+                found.append(m.group(1))
+        return found
+
+    def artifact_dir(self) -> Path | None:
+        claims = self.cluster.all("PersistentVolumeClaim")
+        return self.cluster.pvc_dir(claims[0]["metadata"]["name"]) if claims else None
+
+    # ------------------------------------------------------------------- lifecycle ----
+    def migrate(self, name: str | None = None) -> Process:
+        """The migration Job's pod, run to completion; fails on a non-zero exit."""
+        pod = self._migrate_pod(name)
+        process = pod.run(pod.container("migrate"), timeout=600)
+        if process.proc.returncode != 0:
+            raise AssertionError(f"migration Job failed ({process.proc.returncode}):\n{tail(process.log, 60)}")
+        return process
+
+    def install(self, migrate: bool = True) -> Release:
+        """Start the server pod and (as on `helm install`) the migration Job at the same time."""
+        spec = self.deployment["spec"]["template"]["spec"]
+        suffix = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:5]
+        self.server_pod = Pod(self.cluster, spec, f"{self.deployment['metadata']['name']}-6d4cf56db6-{suffix}")
+        self.port = free_port()
+        container = self.server_pod.container("mlflow")
+        self.server_pod.port_map = {p["containerPort"]: self.port for p in container.get("ports") or []}
+        started = time.monotonic()
+        join_init = run_in_thread(self.server_pod.run_init_containers)
+        if migrate:
+            self.migrate()
+        self.timings["migrate"] = time.monotonic() - started
+        join_init()
+        self.timings["init"] = time.monotonic() - started
+        self.server = self.server_pod.start(container)
+        self.timings["startup"] = wait_probe(self.server, container, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.server_pod is not None:
+            self.server_pod.stop()
+
+    def helm_test(self, extra_env: dict[str, str] | None = None) -> tuple[int, str]:
+        """Run the chart's helm test Pod against the server; returns (exit code, output)."""
+        test = next(p for p in self.cluster.all("Pod")
+                    if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test")
+        pod = Pod(self.cluster, test["spec"], test["metadata"]["name"])
+        env = {"MLFLOW_TEST_CONNECT_TO": f"127.0.0.1:{self.port}", **(extra_env or {})}
+        started = time.monotonic()
+        process = pod.run(test["spec"]["containers"][0], timeout=300, extra_env=env)
+        self.timings["helm-test"] = time.monotonic() - started
+        return process.proc.returncode, process.output()
+
+    def get(self, path: str, host: str | None = None) -> tuple[int, bytes]:
+        return http_get(self.port, self.prefix() + path, host or self.service_host())
+
+    def prefix(self) -> str:
+        for arg in self.server_args():
+            if arg.startswith("--static-prefix="):
+                return arg.split("=", 1)[1]
+        return ""
+
+    def service_host(self, port: bool = True) -> str:
+        svc = self.cluster.get("Service", self.deployment["metadata"]["name"])
+        host = f"{svc['metadata']['name']}.{self.namespace}.svc.cluster.local"
+        return f"{host}:{svc['spec']['ports'][0]['port']}" if port else host
+
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix()}"
+
+    def server_env(self) -> dict[str, str]:
+        assert self.server_pod is not None
+        env, _ = self.server_pod.process_env(self.server_pod.container("mlflow"))
+        return env
+
+    def db_query(self, statement: str) -> list:
+        return self.services.for_engine(self.db_engine).query(self.db_name, statement)
+
+    def logs(self) -> str:
+        out = []
+        for pod in [self.server_pod]:
+            for process in pod.processes if pod else []:
+                out.append(f"--- {process.name}\n{tail(process.log, 80)}")
+        return "\n".join(out)

@@ -1,0 +1,107 @@
+"""Each configuration, installed as a cluster would: database and bucket provisioned, migration
+Job and server pod started together, then the chart's own helm test must pass against it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from e2e_release import Database, secret
+
+CI_DIR = Path(__file__).resolve().parents[2] / "charts" / "mlflow" / "ci"
+GSA = "mlflow-sa@proj-e2e.iam.gserviceaccount.com"
+INSTANCE = "proj-e2e:europe-west1:mlflow"
+
+
+@dataclass
+class Config:
+    id: str
+    values: dict = field(default_factory=dict)
+    values_files: list[Path] = field(default_factory=list)
+    extra_objects: list[dict] = field(default_factory=list)
+    database: Database | None = None
+    external_hosts: dict[str, str] = field(default_factory=dict)
+    expect_artifacts: str = "served"  # or "direct"
+
+
+def cloudsql(engine: str, auth: str) -> Config:
+    values: dict = {
+        "database": {"type": "cloudsql", "cloudsql": {
+            "instanceConnectionName": INSTANCE, "engine": engine, "auth": auth}},
+        "serviceAccount": {"gcpServiceAccount": GSA},
+    }
+    extra = []
+    if auth == "password":
+        values["database"]["cloudsql"]["existingSecret"] = "mlflow-cloudsql"
+        extra.append(secret("mlflow-cloudsql", password="Cl0udSqlPw-e2e"))
+        db = Database(engine, "mlflowdb", "mlflow", "Cl0udSqlPw-e2e")
+    else:
+        # `user: ""` derives the IAM user from serviceAccount.gcpServiceAccount. (With the
+        # default `user: mlflow` left in place, IAM auth would log in as "mlflow" and fail.)
+        values["database"]["cloudsql"]["user"] = ""
+        # The IAM user Cloud SQL creates for the service account: PostgreSQL drops
+        # ".gserviceaccount.com", MySQL keeps the name before "@".
+        user = GSA.removesuffix(".gserviceaccount.com") if engine == "postgres" else GSA.split("@")[0]
+        db = Database(engine, "mlflowdb", user, None)
+    return Config(f"cloudsql-{engine}-{auth}", values, extra_objects=extra, database=db)
+
+
+CONFIGS = [
+    Config("default"),
+    cloudsql("postgres", "password"),
+    cloudsql("postgres", "iam"),
+    cloudsql("mysql", "password"),
+    cloudsql("mysql", "iam"),
+    Config(
+        "external-postgres-password",
+        {"database": {"type": "external", "external": {
+            "host": "pg.db.example.internal", "port": 6432, "database": "tracking",
+            "user": "tracker", "existingSecret": "mlflow-external-db"}}},
+        extra_objects=[secret("mlflow-external-db", password="Ext$(NOT_A_VAR)pw'\"%")],
+        database=Database("postgres", "tracking", "tracker", "Ext$(NOT_A_VAR)pw'\"%"),
+        external_hosts={"pg.db.example.internal:6432": "postgres"},
+    ),
+    Config(
+        "external-mysql-password",
+        {"database": {"type": "external", "external": {
+            "engine": "mysql", "host": "mysql.db.example.internal", "database": "tracking",
+            "user": "tracker", "existingSecret": "mlflow-external-db"}}},
+        extra_objects=[secret("mlflow-external-db", password="ExtMysqlPw-e2e_1")],
+        database=Database("mysql", "tracking", "tracker", "ExtMysqlPw-e2e_1"),
+        external_hosts={"mysql.db.example.internal:3306": "mysql"},
+    ),
+    Config(
+        "external-uri-key",
+        {"database": {"type": "external", "external": {
+            "existingSecret": "mlflow-external-uri", "uriKey": "uri"}}},
+        extra_objects=[secret("mlflow-external-uri",
+                              uri="postgresql+psycopg2://uriuser:Uri%40pw%3Ae2e@db.example.internal:5432/uridb")],
+        database=Database("postgres", "uridb", "uriuser", "Uri@pw:e2e"),
+        external_hosts={"db.example.internal:5432": "postgres"},
+    ),
+    Config("gcs-proxied", {"artifacts": {"type": "gcs", "gcs": {"bucket": "e2e-proxied", "path": "mlflow/artifacts"}},
+                           "serviceAccount": {"gcpServiceAccount": GSA}}),
+    Config("gcs-direct", {"artifacts": {"type": "gcs", "serve": False, "gcs": {"bucket": "e2e-direct"}},
+                          "serviceAccount": {"gcpServiceAccount": GSA}}, expect_artifacts="direct"),
+    Config("basic-auth", {"auth": {"enabled": True}}),
+    Config("static-prefix", {"server": {"staticPrefix": "/mlflow"}}),
+    Config("metrics", {"metrics": {"enabled": True}}),
+]
+CONFIGS += [Config(f"ci-{path.name.removesuffix('-values.yaml')}", values_files=[path])
+            for path in sorted(CI_DIR.glob("*-values.yaml"))]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
+def test_helm_test_passes(config: Config, release_factory) -> None:
+    rel = release_factory(config.id, values=config.values, values_files=config.values_files,
+                          extra_objects=config.extra_objects, database=config.database,
+                          external_hosts=config.external_hosts)
+    rel.install()
+    code, output = rel.helm_test()
+    assert code == 0, f"helm test failed:\n{output}\n{rel.logs()}"
+    assert "helm test passed" in output
+    if config.expect_artifacts == "direct":
+        assert "artifact root" in output and "clients write to gs://" in output
+    else:
+        assert "artifact upload, download, delete" in output
