@@ -239,7 +239,8 @@ def publish(
         if not keyring or not Path(keyring).is_file():
             raise BadFlag(f"--keyring {str(keyring)!r} is not a file",
                           "export the secret key: gpg --export-secret-keys KEY > secring.gpg")
-        if passphrase_file and passphrase_file != "-" and not Path(passphrase_file).is_file():
+        if passphrase_file and not Path(passphrase_file).is_file():
+            # Not "-" (stdin) either: Helm runs with no terminal and no stdin here.
             raise BadFlag(f"--passphrase-file {passphrase_file} is not a file",
                           "give the file holding the key's passphrase")
     elif key or keyring or passphrase_file:
@@ -272,6 +273,7 @@ def publish(
             if gcp:
                 login_dir = _login_artifact_registry(helm, host, access_token, major, plain_http)
             _refuse_existing(helm, repo, name, version, host, http, plain_http)
+            _lint(helm, chart_dir)
             archive, prov = _package(helm, chart_dir, Path(destination or work), version, sign,
                                      key, str(keyring), str(passphrase_file), major)
             echo(f"Packaged {name} {version} (appVersion {app_version})"
@@ -342,6 +344,14 @@ def _refuse_existing(helm: _Helm, repo: str, name: str, version: str, host: str,
             "bump `version` in Chart.yaml or pass --version with a new version")
     if not NOT_FOUND_RE.search(res.output):
         raise _registry_error(f"looking up {repo}/{name}:{version}", host, res, plain_http)
+
+
+def _lint(helm: _Helm, chart: Path) -> None:
+    """A chart that fails `helm lint --strict` is never published: a version is forever."""
+    res = helm.run("lint", str(chart), "--strict")
+    if res.returncode:
+        raise HelmFailed(f"helm lint --strict {chart} failed:\n{res.output}",
+                         "fix what Helm names above, then publish again")
 
 
 def _package(helm: _Helm, chart: Path, dest: Path, version: str, sign: bool, key: str,

@@ -52,6 +52,23 @@ TRANSIENT = {429, 500, 502, 503, 504}
 API_VERSIONS = {"sqladmin": "v1", "iam": "v1", "cloudresourcemanager": "v1", "container": "v1"}
 
 
+_DOCS: dict[str, str] = {}
+_DOCS_LOCK = threading.Lock()
+
+
+def _discovery_doc(api: str) -> str:
+    """The discovery document shipped with google-api-python-client (no network)."""
+    with _DOCS_LOCK:
+        if api not in _DOCS:
+            from googleapiclient.discovery_cache import get_static_doc
+
+            doc = get_static_doc(api, API_VERSIONS[api])
+            if doc is None:
+                raise RuntimeError(f"no static discovery document for {api}")
+            _DOCS[api] = doc
+        return _DOCS[api]
+
+
 def http_status(exc: BaseException) -> int | None:
     """The HTTP status of a googleapiclient or google-api-core error, else None."""
     resp = getattr(exc, "resp", None)
@@ -147,12 +164,12 @@ class GoogleApis:
         """A discovery client for `api`, one per thread (httplib2 is not thread-safe)."""
         cache = self._local.__dict__.setdefault("services", {})
         if api not in cache:
-            from googleapiclient.discovery import build
+            from googleapiclient.discovery import build_from_document
 
             creds, _ = self.authenticate()
             options = {"api_endpoint": f"{self.base_url}/{api}/"} if self.base_url else None
-            cache[api] = build(api, API_VERSIONS[api], credentials=creds, cache_discovery=False,
-                               static_discovery=True, client_options=options)
+            cache[api] = build_from_document(_discovery_doc(api), credentials=creds,
+                                             client_options=options)
         return cache[api]
 
     def storage(self) -> Any:

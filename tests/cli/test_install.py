@@ -1,0 +1,265 @@
+"""Fresh installs in every mode, re-runs, and --dry-run, through do_install against the fakes.
+
+Assertions are on what a user (or the cluster) would see: the exact `helm upgrade`
+arguments and values, the Google resources in the fakes, the Secrets in the fake
+Kubernetes API, and the number of mutating calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from mlflow_helm.commands import do_install
+from tests.cli.conftest import PROJECT
+
+GSA = f"mlflow@{PROJECT}.iam.gserviceaccount.com"
+KSA_MEMBER = f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/mlflow]"
+
+
+def upgrade_call(world) -> tuple[list[str], dict]:
+    calls = world.helm_calls("upgrade")
+    assert len(calls) == 1, calls
+    return calls[0]["argv"], json.loads(calls[0]["stdin"])
+
+
+def project_members(world, role: str) -> list[str]:
+    policy = world.google.state.projects[PROJECT]["policy"]
+    return sorted(m for b in policy.get("bindings", []) if b["role"] == role
+                  for m in b["members"])
+
+
+def test_local_mode_needs_no_google_cloud(world):
+    ctx = world.context(local=True)
+    result = do_install(ctx)
+    argv, values = upgrade_call(world)
+    assert values == {}
+    assert argv[:2] == ["upgrade", "mlflow"] and argv[2].endswith("mlflow_helm/chart")
+    assert argv[argv.index("--namespace") + 1] == "mlflow"
+    assert "--rollback-on-failure" in argv  # the stand-in's version is Helm 4
+    assert world.google.calls == [] and world.gcs.calls == []
+    assert result.tests["passed"] and [c["check"] for c in result.tests["checks"]][0] == \
+        "version 3.17.2"
+    assert "mlflow" in world.kube.namespaces
+
+
+def test_cloudsql_password_gcs_gsa(world):
+    ctx = world.context(database="cloudsql", cloudsql_instance="pg",
+                        bucket="gs://team-artifacts/mlflow", create_bucket=True)
+    do_install(ctx)
+    argv, values = upgrade_call(world)
+    assert values == {
+        "serviceAccount": {"gcpServiceAccount": GSA},
+        "artifacts": {"type": "gcs", "gcs": {"bucket": "team-artifacts", "path": "mlflow"}},
+        "database": {"type": "cloudsql", "cloudsql": {
+            "instanceConnectionName": f"{PROJECT}:europe-west1:pg", "engine": "postgres",
+            "auth": "password", "ipType": "private", "database": "mlflowdb",
+            "user": "mlflow", "existingSecret": "mlflow-db", "secretKey": "password"}},
+    }
+    assert argv[-2:] == ["--kubeconfig", str(world.kubeconfig)]
+    # Google side: the account, its Workload Identity binding, the roles, DB and user.
+    assert GSA in world.google.state.accounts
+    wi = world.google.state.accounts[GSA]["policy"]["bindings"]
+    assert wi == [{"role": "roles/iam.workloadIdentityUser", "members": [KSA_MEMBER]}]
+    assert project_members(world, "roles/cloudsql.client") == [f"serviceAccount:{GSA}"]
+    assert project_members(world, "roles/owner") == ["user:owner@x.com"]  # kept
+    assert "mlflowdb" in world.google.state.databases[(PROJECT, "pg")]
+    users = world.google.state.users[(PROJECT, "pg")]
+    user = users[("mlflow", "")]
+    # The password in the Secret is the Cloud SQL user's, letters and digits only.
+    secret = world.kube.secret("mlflow", "mlflow-db")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert password == user["password"] and password.isalnum() and len(password) >= 32
+    # Bucket: created with uniform access and versioning; the role is bucket-level.
+    assert world.gcs.members("team-artifacts", "roles/storage.objectUser") == \
+        [f"serviceAccount:{GSA}"]
+    assert world.gcs.members("team-artifacts", "roles/storage.legacyBucketOwner")  # kept
+    bucket = ctx.storage.get_bucket("team-artifacts")
+    assert bucket["versioning"] is True
+    assert project_members(world, "roles/storage.objectUser") == []
+
+
+def test_rerun_makes_no_mutating_call(world):
+    opts = dict(database="cloudsql", cloudsql_instance="pg", bucket="gs://team-artifacts",
+                create_bucket=True)
+    do_install(world.context(**opts))
+    first = (world.google.counts(), world.gcs.counts())
+    before = len(world.google.calls), len(world.gcs.calls), len(world.kube.calls)
+    result = do_install(world.context(**opts))
+    assert {c.action for c in result.changes} == {"unchanged"}, [c.line() for c in
+                                                                 result.changes]
+    new_google = world.google.calls[before[0]:]
+    new_gcs = world.gcs.calls[before[1]:]
+    new_kube = world.kube.calls[before[2]:]
+    assert [c for c in new_google + new_gcs + new_kube if c.mutating] == []
+    assert len(world.helm_calls("upgrade")) == 1  # the release was not upgraded again
+    assert len(world.helm_calls("test")) == 2  # but it was tested again
+    # Recorded for the docs: read/mutating calls of a first install and of a re-run.
+    print("first", first, "rerun", {"google": len(new_google), "gcs": len(new_gcs)})
+
+
+def test_cloudsql_iam_postgres_grants_once(world):
+    connector = RecordingConnector()
+    ctx = world.context(database="cloudsql", cloudsql_instance=f"{PROJECT}:europe-west1:pg",
+                        db_auth="iam")
+    ctx.db_connector = connector
+    result = do_install(ctx)
+    _, values = upgrade_call(world)
+    user = f"mlflow@{PROJECT}.iam"
+    assert values["database"]["cloudsql"] == {
+        "instanceConnectionName": f"{PROJECT}:europe-west1:pg", "engine": "postgres",
+        "auth": "iam", "ipType": "private", "database": "mlflowdb", "user": user}
+    flags = world.google.state.instances[(PROJECT, "pg")]["settings"]["databaseFlags"]
+    assert {"name": "cloudsql.iam_authentication", "value": "on"} in flags
+    users = world.google.state.users[(PROJECT, "pg")]
+    assert users[(user, "")]["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+    assert "mlflow-helm-grant" not in {name for name, _ in users}  # temporary user gone
+    assert project_members(world, "roles/cloudsql.instanceUser") == [f"serviceAccount:{GSA}"]
+    assert project_members(world, "roles/cloudsql.client") == [f"serviceAccount:{GSA}"]
+    assert connector.statements == [
+        ("postgres", f'GRANT CONNECT, CREATE, TEMPORARY ON DATABASE "mlflowdb" TO "{user}"'),
+        ("mlflowdb", f'GRANT USAGE, CREATE ON SCHEMA public TO "{user}"'),
+    ]
+    assert connector.users == {"mlflow-helm-grant"}
+    assert world.kube.secret("mlflow", "mlflow-db") is None  # no password anywhere
+    assert any(c.kind == "database owner" and c.action == "create" for c in result.changes)
+    # Re-run: the grant is recorded, nothing is done again.
+    again = do_install(world.context(database="cloudsql", cloudsql_instance="pg",
+                                     db_auth="iam"))
+    assert {c.action for c in again.changes} == {"unchanged"}
+    assert len(connector.statements) == 2
+
+
+def test_cloudsql_iam_mysql(world):
+    ctx = world.context(database="cloudsql", cloudsql_instance="my-sql", db_auth="iam",
+                        gsa="tracking")
+    do_install(ctx)
+    _, values = upgrade_call(world)
+    assert values["database"]["cloudsql"]["engine"] == "mysql"
+    assert values["database"]["cloudsql"]["user"] == "tracking"
+    assert values["database"]["cloudsql"]["ipType"] == "public"
+    assert values["serviceAccount"]["gcpServiceAccount"] == \
+        f"tracking@{PROJECT}.iam.gserviceaccount.com"
+    flags = {f["name"]: f["value"] for f in world.google.state.instances[
+        (PROJECT, "my-sql")]["settings"]["databaseFlags"]}
+    # IAM login and the flag MLflow's MySQL triggers need with binary logging on.
+    assert flags == {"cloudsql_iam_authentication": "on",
+                     "log_bin_trust_function_creators": "on"}
+    assert world.google.state.users[(PROJECT, "my-sql")][("tracking", "")]["type"] == \
+        "CLOUD_IAM_SERVICE_ACCOUNT"
+
+
+def test_incluster_database_with_gcs_artifacts(world):
+    do_install(world.context(bucket="gs://team-artifacts", create_bucket=True))
+    _, values = upgrade_call(world)
+    assert "database" not in values
+    assert values["artifacts"]["gcs"]["bucket"] == "team-artifacts"
+    assert world.google.state.instances[(PROJECT, "pg")]["settings"]["databaseFlags"] == []
+    assert project_members(world, "roles/cloudsql.client") == []
+
+
+def test_external_database_keeps_the_uri_in_a_secret(world):
+    uri = "postgresql+psycopg2://mlflow:s3cret@db.internal:5432/mlflow"
+    result = do_install(world.context(database="external", external_uri=uri))
+    _, values = upgrade_call(world)
+    assert values["database"] == {"type": "external", "external": {
+        "existingSecret": "mlflow-db", "uriKey": "uri"}}
+    secret = world.kube.secret("mlflow", "mlflow-db")
+    assert base64.b64decode(secret["data"]["uri"]).decode() == uri
+    assert "s3cret" not in json.dumps(result.to_json())
+    assert world.google.calls == []
+
+
+def test_direct_identity_grants_the_kubernetes_principal(world):
+    do_install(world.context(database="cloudsql", cloudsql_instance="pg", identity="direct",
+                             bucket="gs://team-artifacts", create_bucket=True,
+                             namespace="ml"))
+    _, values = upgrade_call(world)
+    assert "serviceAccount" not in values  # no GSA annotation
+    principal = ("principal://iam.googleapis.com/projects/123456789012/locations/global/"
+                 f"workloadIdentityPools/{PROJECT}.svc.id.goog/subject/ns/ml/sa/mlflow")
+    assert project_members(world, "roles/cloudsql.client") == [principal]
+    assert world.gcs.members("team-artifacts", "roles/storage.objectUser") == [principal]
+    assert world.google.state.accounts == {}
+
+
+def test_direct_identity_falls_back_to_a_gsa_for_iam_db_auth(world):
+    ctx = world.context(database="cloudsql", cloudsql_instance="pg", identity="direct",
+                        db_auth="iam")
+    ctx.db_connector = RecordingConnector()
+    result = do_install(ctx)
+    assert GSA in world.google.state.accounts
+    assert any("IAM database authentication logs in as a Google service account" in n
+               for n in result.notes)
+
+
+def test_dry_run_changes_nothing(world):
+    ctx = world.context(database="cloudsql", cloudsql_instance="pg",
+                        bucket="gs://team-artifacts", create_bucket=True, dry_run=True)
+    result = do_install(ctx)
+    assert [c.action for c in result.changes].count("create") >= 8
+    assert world.mutating() == []
+    assert world.helm_calls("upgrade") == [] and world.helm_calls("test") == []
+    assert result.dry_run and result.tests is None
+
+
+def test_user_values_win_over_computed_ones(world, tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("artifacts:\n  serve: false\nreplicaCount: 2\n")
+    ctx = world.context(bucket="gs://team-artifacts", create_bucket=True,
+                        values_files=[str(mine)], set_values=["server.workers=3"])
+    do_install(ctx)
+    argv, values = upgrade_call(world)
+    # Ours on stdin first, then the user's file and --set: Helm merges left to right.
+    i = argv.index("--values")
+    assert argv[i:i + 4] == ["--values", "-", "--values", str(mine)]
+    assert argv[argv.index("--set") + 1] == "server.workers=3"
+    state = json.loads(world.state.read_text())["mlflow/mlflow"]["values"]
+    assert state["artifacts"]["serve"] is False and state["artifacts"]["type"] == "gcs"
+    assert state["server"]["workers"] == 3
+
+
+def test_failed_helm_test_shows_the_failing_check_and_a_hint(world, monkeypatch):
+    from mlflow_helm.errors import HelmFailed
+
+    monkeypatch.setenv("HELM_TEST_RESULT", "fail")
+    with pytest.raises(HelmFailed) as err:
+        do_install(world.context(local=True))
+    assert "FAIL  artifact upload: 403 storage.objects.create denied" in err.value.message
+    assert "mlflow-helm test mlflow -n mlflow" in err.value.hint
+
+
+class RecordingConnector:
+    """Stands in for the Cloud SQL connection of the grant; the SQL itself is tested
+    against a real PostgreSQL in test_dbgrant.py."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, str]] = []
+        self.users: set[str] = set()
+
+    def connect(self, user: str, password: str, database: str):
+        self.users.add(user)
+        outer = self
+
+        class Cursor:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def execute(self, sql):
+                outer.statements.append((database, sql))
+
+        class Conn:
+            autocommit = False
+
+            def cursor(self):
+                return Cursor()
+
+            def close(self):
+                pass
+
+        return Conn()
