@@ -6,6 +6,7 @@ Each test pushes under its own repository path, so tests never see each other's 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -151,6 +152,20 @@ def test_dry_run_says_what_and_where_and_runs_nothing(capsys):
     assert "oauth2accesstoken" in out
 
 
+def test_a_chart_failing_lint_is_not_published(helm, registry, request, tmp_path):
+    broken = tmp_path / "mlflow"
+    shutil.copytree(CHART_DIR, broken)
+    (broken / "templates" / "broken.yaml").write_text("{{ .Values.nope.nothing }}\n")
+    repo = repo_for(request, registry)
+    with pytest.raises(HelmFailed, match="helm lint --strict") as err:
+        publish(repo, chart=broken, plain_http=True, helm_bin=helm,
+                destination=tmp_path / "out", echo=lambda _: None)
+    assert "nil pointer" in err.value.message
+    assert not (tmp_path / "out").exists()
+    res = run(helm, "show", "chart", f"{repo}/mlflow", "--version", VERSION, "--plain-http")
+    assert res.returncode != 0 and "not found" in res.stderr
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"registry": "ghcr.io/owner/charts"}, "not an OCI repository prefix"),
     ({"registry": "oci://ghcr.io/owner/charts/mlflow:0.1.0"}, "not an OCI repository prefix"),
@@ -158,6 +173,7 @@ def test_dry_run_says_what_and_where_and_runs_nothing(capsys):
     ({"sign": True}, "--sign needs --key"),
     ({"sign": True, "key": "k", "keyring": "/nonexistent"}, "is not a file"),
     ({"key": "k"}, "need --sign"),
+    ({"sign": True, "key": "k", "keyring": __file__, "passphrase_file": "-"}, "is not a file"),
 ])
 def test_bad_flags_fail_before_any_helm_call(kwargs, message):
     args = {"registry": "oci://ghcr.io/owner/charts", **kwargs}
