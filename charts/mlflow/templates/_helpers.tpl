@@ -394,3 +394,8 @@ Usage: include "mlflow.generatedSecret" (list $ secretName key length) -> base64
 {{- end }}
 {{- index $cache $id }}
 {{- end }}
+
+{{/* The migration Job of this revision. The revision is part of the suffix, so a long name is cut before it, never the revision. */}}
+{{- define "mlflow.migrateJobName" -}}
+{{- include "mlflow.componentName" (list . (printf "migrate-%d" (int .Release.Revision))) }}
+{{- end }}
