@@ -352,6 +352,35 @@ class TestDeployment:
         auth = container(pod_spec(helm, {"auth": {"enabled": True}}), "wait-for-schema", init=True)
         assert "--auth" in auth["command"]
 
+    # ------------------------------------------------------------- full matrix ---
+
+    @pytest.mark.parametrize("toggles", ["plain", "all-on"])
+    @pytest.mark.parametrize("artifacts", list(ARTIFACT_MODES))
+    @pytest.mark.parametrize("db", list(DATABASE_MODES))
+    def test_every_mode_combination(self, helm, db, artifacts, toggles):
+        """Every database mode x artifact mode x toggles renders valid objects (the helper
+        validates them) with the invariants that hold everywhere."""
+        on = {"auth": {"enabled": True}, "metrics": {"enabled": True},
+              "networkPolicy": {"enabled": True}, "podDisruptionBudget": {"enabled": True},
+              "server": {"staticPrefix": "/mlflow"},
+              "virtualService": {"enabled": True}} if toggles == "all-on" else {}
+        values = merge(DATABASE_MODES[db], ARTIFACT_MODES[artifacts], on)
+        objects = render_chart(helm, values)
+        spec = get_object(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+        init = [c["name"] for c in spec["initContainers"]]
+        cloudsql = db.startswith("cloudsql")
+        assert init == (["cloud-sql-proxy", "wait-for-schema"] if cloudsql
+                        else ["wait-for-schema"])
+        args = container(spec, "mlflow")["args"]
+        assert ("--no-serve-artifacts" in args) == (artifacts == "gcs-direct")
+        assert ("--app-name=basic-auth" in args) == (toggles == "all-on")
+        (job,) = [o for o in objects if o["kind"] == "Job"]
+        job_init = [c["name"] for c in job["spec"]["template"]["spec"].get("initContainers", [])]
+        assert job_init == (["cloud-sql-proxy"] if cloudsql else [])
+        assert (env_of(container(spec, "mlflow"))["MLFLOW_BACKEND_STORE_URI"]
+                == env_of(job["spec"]["template"]["spec"]["containers"][0])[
+                    "MLFLOW_BACKEND_STORE_URI"])
+
     # ---------------------------------------------------------------- security ---
 
     @pytest.mark.parametrize(

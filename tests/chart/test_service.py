@@ -6,7 +6,9 @@ from .render import FULLNAME, get_object, render_chart
 
 
 def service(helm: str, values: dict | None = None) -> dict:
-    return get_object(render_chart(helm, values), "Service", FULLNAME)
+    objects = render_chart(helm, values, show_only=["templates/service.yaml"])
+    assert len(objects) == 1
+    return get_object(objects, "Service", FULLNAME)
 
 
 class TestService:
