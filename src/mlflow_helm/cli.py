@@ -191,18 +191,12 @@ def install(**kw) -> None:
     """Create what MLflow needs in Google Cloud and Kubernetes, install the chart, test it."""
     from .commands import do_install
 
-    opts = build_options(**kw)
-    ctx = build_context(opts)
-    if not opts.dry_run and opts.output == "text":
-        from .commands import do_plan
-        from .output import print_changes
+    from .output import print_changes
 
-        # Show the plan before changing anything.
-        result, _ = do_plan(ctx)
-        print_changes(result)
-        ctx.facts.notes.clear()
-        ctx = build_context(opts)
-    emit(do_install(ctx), opts)
+    opts = build_options(**kw)
+    # In text mode the plan is shown before anything changes; JSON gets one document.
+    show = print_changes if opts.output == "text" else None
+    emit(do_install(build_context(opts), on_plan=show), opts)
 
 
 @main.command()

@@ -47,6 +47,9 @@ PHASES: list[list[type[Step]]] = [
 TEST_LINE = re.compile(r"^(ok|FAIL)\s+(.*)$")
 
 
+STATE = {"create": "absent", "update": "drifted", "unchanged": "present", "delete": "present"}
+
+
 @dataclass
 class Result:
     command: str
@@ -62,6 +65,12 @@ class Result:
     manifests: str = ""
     elapsed: float = 0.0
 
+    def _change_json(self, change: Change) -> dict[str, Any]:
+        out = change.to_json()
+        if self.command == "status":
+            out["state"] = STATE[change.action]
+        return out
+
     def to_json(self) -> dict[str, Any]:
         out = {
             "schemaVersion": 1,
@@ -70,7 +79,7 @@ class Result:
             "namespace": self.namespace,
             "project": self.project or None,
             "dryRun": self.dry_run,
-            "changes": [c.to_json() for c in self.changes],
+            "changes": [self._change_json(c) for c in self.changes],
             "summary": summary(self.changes),
             "values": self.values,
             "tests": self.tests,
@@ -123,11 +132,17 @@ def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:
     return result, planned
 
 
-def do_install(ctx: Context) -> Result:
+def do_install(ctx: Context, on_plan=None) -> Result:
+    """Preflight, plan, apply phase by phase (steps of a phase concurrently), test.
+
+    `on_plan` sees the plan before anything changes (the CLI prints it there).
+    """
     start = time.monotonic()
     result, planned = do_plan(ctx, "install")
     if ctx.opts.dry_run:
         return result
+    if on_plan:
+        on_plan(result)
     by_step = dict(planned)
     for phase in _steps_from(planned):
         work = [(step, by_step[step]) for step in phase]
@@ -195,12 +210,9 @@ def do_test(ctx: Context) -> Result:
     return result
 
 
-STATE = {"create": "absent", "update": "drifted", "unchanged": "present", "delete": "present"}
-
-
 def do_status(ctx: Context) -> Result:
+    """The plan's reads, told as state: create = absent, update = drifted, else present."""
     result, _ = do_plan(ctx, "status")
-    result.notes.extend(f"{c.kind} {c.name}: {STATE[c.action]}" for c in result.changes)
     result.next_steps = reach(ctx)
     return result
 

@@ -24,7 +24,7 @@ class Progress:
 
 
 def print_changes(result) -> None:
-    title = {"install": "Plan" if result.dry_run else "Changes", "plan": "Plan",
+    title = {"install": "Plan", "plan": "Plan",
              "status": "Status", "uninstall": "Changes"}.get(result.command, "Changes")
     where = f"release {result.release} in namespace {result.namespace}"
     if result.project:
@@ -41,6 +41,18 @@ def print_changes(result) -> None:
                    + ("" if n else " (nothing to do)") + f": {verb} {n}.")
 
 
+STATE = {"create": "absent", "update": "drifted", "unchanged": "present", "delete": "present"}
+
+
+def print_status(result) -> None:
+    click.echo(f"Status of release {result.release} in namespace {result.namespace}"
+               + (f", project {result.project}:" if result.project else ":"))
+    for change in result.changes:
+        state = STATE[change.action]
+        detail = f"  ({change.detail})" if change.detail else ""
+        click.echo(f"  {state:<8} {change.kind:<28} {change.name}{detail}")
+
+
 def print_result(result, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=False))
@@ -48,7 +60,13 @@ def print_result(result, output: str) -> None:
     if result.command == "render":
         sys.stdout.write(result.manifests)
         return
-    if result.command != "test":
+    if result.command == "status":
+        print_status(result)
+    elif result.command == "install" and not result.dry_run:
+        counts = summary(result.changes)
+        click.echo(f"Applied: {counts['create']} created, {counts['update']} updated, "
+                   f"{counts['unchanged']} unchanged.")
+    elif result.command not in ("test", "publish"):
         print_changes(result)
     if result.tests is not None:
         click.echo("Tests:")

@@ -1,0 +1,137 @@
+"""The click layer: flag mapping, environment precedence, and bad flags rejected before
+any API call (the fakes see no request at all)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mlflow_helm.cli import main
+from tests.cli.conftest import cli_env
+
+BAD = [
+    (["install", "Bad_Release"], "RELEASE 'Bad_Release'"),
+    (["install", "-n", "Team_A"], "--namespace 'Team_A'"),
+    (["install", "--project", "X"], "--project 'X'"),
+    (["install", "--bucket", "my-bucket"], "must look like gs://NAME"),
+    (["install", "--bucket", "gs://UPPER"], "'UPPER' is not a valid bucket name"),
+    (["install", "--bucket", "gs://googlebucket"], "not a valid bucket name"),
+    (["install", "--create-bucket"], "--create-bucket needs --bucket"),
+    (["install", "--database", "cloudsql"], "--database cloudsql needs --cloudsql-instance"),
+    (["install", "--database", "cloudsql", "--cloudsql-instance", "p:r"],
+     "must be NAME or PROJECT:REGION:NAME"),
+    (["install", "--database", "cloudsql", "--cloudsql-instance", "Bad_Name"],
+     "not a Cloud SQL instance name"),
+    (["install", "--database", "cloudsql", "--cloudsql-instance", "my-proj:nowhere:pg"],
+     "'nowhere' is not a region"),
+    (["install", "--cloudsql-instance", "pg"], "--cloudsql-instance needs --database cloudsql"),
+    (["install", "--db-auth", "iam"], "--db-auth iam needs --database cloudsql"),
+    (["install", "--database", "external"], "--database external needs --external-uri"),
+    (["install", "--local", "--bucket", "gs://abc"], "--local cannot be combined with --bucket"),
+    (["install", "--gsa", "ab"], "--gsa 'ab'"),
+    (["install", "--identity", "direct", "--gsa", "mlflow-sa"],
+     "--gsa cannot be combined with --identity direct"),
+    (["install", "--region", "mars"], "--region 'mars'"),
+    (["install", "--database", "oracle"], "Invalid value for '--database'"),
+    (["install", "--database-name", "1db"], "--database-name '1db'"),
+    (["install", "a" * 54], "not a Helm release name"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a)[:40] for a, _ in BAD])
+def test_bad_flag_is_rejected_before_any_api_call(world, args, message):
+    result = CliRunner().invoke(main, args, env=cli_env(world))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert world.google.calls == [] and world.gcs.calls == [] and world.kube.calls == []
+    assert world.helm_calls() == []
+
+
+def test_namespace_and_context_follow_helm_environment(world):
+    env = cli_env(world, HELM_NAMESPACE="team-a", HELM_KUBECONTEXT="")
+    result = CliRunner().invoke(main, ["plan", "--local", "-o", "json"], env=env)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["namespace"] == "team-a"
+    assert {c["name"] for c in doc["changes"] if c["kind"] == "namespace"} == {"team-a"}
+
+
+def test_flag_beats_environment(world):
+    env = cli_env(world, HELM_NAMESPACE="team-a")
+    result = CliRunner().invoke(main, ["plan", "--local", "-n", "team-b", "-o", "json"],
+                                env=env)
+    assert json.loads(result.output)["namespace"] == "team-b"
+
+
+def test_project_from_cloudsdk_environment(world):
+    env = cli_env(world, CLOUDSDK_CORE_PROJECT="other-proj")
+    result = CliRunner().invoke(main, ["plan", "--bucket", "gs://team-artifacts",
+                                       "--create-bucket"], env=env)
+    # The fake knows no cluster in other-proj: the project came from the environment.
+    assert "GKE cluster prod not found in other-proj/europe-west1" in result.output
+    assert result.exit_code == 2
+
+
+def test_project_and_cluster_inferred_from_gke_context(world):
+    result = CliRunner().invoke(main, ["plan", "--bucket", "gs://team-artifacts",
+                                       "--create-bucket", "-o", "json"], env=cli_env(world))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["project"] == "my-proj"
+    assert any(c["kind"] == "gcs bucket" and c["action"] == "create" for c in doc["changes"])
+
+
+def test_user_error_has_no_traceback_unless_debug(world):
+    args = ["plan", "--database", "cloudsql", "--cloudsql-instance", "missing"]
+    plain = CliRunner().invoke(main, args, env=cli_env(world))
+    assert "Error: Cloud SQL instance missing not found in project my-proj" in plain.output
+    assert "hint: check --cloudsql-instance" in plain.output
+    assert "Traceback" not in plain.output
+    debug = CliRunner().invoke(main, [*args, "--debug"], env=cli_env(world))
+    assert "Traceback" in debug.output
+
+
+def test_workload_identity_off_is_reported_with_the_fix(world):
+    world.google.add_cluster("my-proj", "europe-west1", "prod", pool=False)
+    result = CliRunner().invoke(main, ["plan", "--bucket", "gs://team-artifacts",
+                                       "--create-bucket"], env=cli_env(world))
+    assert "does not have Workload Identity enabled" in result.output
+    assert "--workload-pool=my-proj.svc.id.goog" in result.output
+    assert world.mutating() == []
+
+
+def test_old_kubernetes_is_refused(world):
+    world.kube.version = ("1", "28")
+    result = CliRunner().invoke(main, ["plan", "--local"], env=cli_env(world))
+    assert "Kubernetes v1.28.2-gke.1000 is too old" in result.output
+    assert result.exit_code == 2
+
+
+def test_install_text_output_shows_plan_then_summary(world):
+    result = CliRunner().invoke(main, ["install", "--local"], env=cli_env(world))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Plan for release mlflow in namespace mlflow:" in out
+    assert "+ create    namespace" in out
+    assert "Tests:" in out and "ok   version 3.17.2" in out
+    assert "kubectl -n mlflow port-forward svc/mlflow 5000:5000" in out
+
+
+def test_help_is_fast_and_imports_no_cloud_library():
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, mlflow_helm.cli as c\n"
+            "heavy = [m for m in ('googleapiclient', 'kubernetes', 'google.cloud.storage',"
+            " 'pyhelm3') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "mlflow_helm", "--help"], check=True,
+                         capture_output=True, text=True)
+    elapsed = time.monotonic() - start
+    assert "install" in out.stdout and elapsed < 2.0  # ≤0.5 s on an idle machine

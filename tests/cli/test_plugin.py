@@ -1,0 +1,74 @@
+"""The Helm plugin, installed into a temporary Helm home by the real Helm 3 and Helm 4.
+
+MLFLOW_HELM_PYTHON points the install hook and the launcher at this test's interpreter
+(which has mlflow_helm installed), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.cli.conftest import cli_env
+from tests.conftest import REPO_ROOT
+
+
+def helm_home(tmp_path, world=None) -> dict:
+    env = cli_env(world) if world else dict(os.environ)
+    # Helm 4 installs into $HELM_DATA_HOME/plugins; make HELM_PLUGINS agree on both.
+    data = tmp_path / "data"
+    env.update(HELM_DATA_HOME=str(data), HELM_PLUGINS=str(data / "plugins"),
+               HELM_CONFIG_HOME=str(tmp_path / "config"), HELM_CACHE_HOME=str(tmp_path / "cache"),
+               MLFLOW_HELM_PYTHON=sys.executable)
+    for var in ("HELM_NAMESPACE", "HELM_KUBECONTEXT", "HELM_BIN", "HELM_DEBUG"):
+        env.pop(var, None)
+    return env
+
+
+def install_plugin(helm: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([helm, "plugin", "install", str(REPO_ROOT / "plugin")], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_plugin_installs_and_shows_help(helm, tmp_path):
+    env = helm_home(tmp_path)
+    installed = install_plugin(helm, env)
+    assert installed.returncode == 0, installed.stderr
+    assert "Installed plugin: mlflow-gcp" in installed.stdout + installed.stderr
+    assert f"using {sys.executable}" in installed.stdout  # the install hook ran
+    listed = subprocess.run([helm, "plugin", "list"], env=env, capture_output=True, text=True)
+    assert "mlflow-gcp" in listed.stdout
+    out = subprocess.run([helm, "mlflow-gcp", "--help"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Usage: helm mlflow-gcp" in out.stdout
+    for command in ("install", "plan", "status", "test", "render", "uninstall", "publish"):
+        assert command in out.stdout
+
+
+def test_plugin_plan_follows_helm_namespace(helm, tmp_path, world):
+    """`helm -n team-a mlflow-gcp plan`: Helm's -n reaches the CLI as HELM_NAMESPACE, and
+    HELM_BIN (the real Helm) looks the release up through the fake Kubernetes API."""
+    env = helm_home(tmp_path, world)  # HELM_BIN removed: Helm sets it to itself
+    assert install_plugin(helm, env).returncode == 0
+    out = subprocess.run([helm, "-n", "team-a", "mlflow-gcp", "plan", "--local", "--output",
+                          "json"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["namespace"] == "team-a" and doc["command"] == "plan"
+    assert {(c["kind"], c["name"], c["action"]) for c in doc["changes"]} == {
+        ("namespace", "team-a", "create"), ("helm release", "team-a/mlflow", "create")}
+    # Helm (not the recorder) answered the release lookup, through the fake API server.
+    assert world.helm_calls() == []
+    assert any(c.path == "/api/v1/namespaces/team-a/secrets" for c in world.kube.calls)
+
+
+def test_plugin_launcher_without_environment_says_how_to_fix(tmp_path):
+    env = dict(os.environ, HELM_PLUGIN_DIR=str(tmp_path))
+    env.pop("MLFLOW_HELM_PYTHON", None)
+    out = subprocess.run([str(REPO_ROOT / "plugin" / "bin" / "mlflow-gcp"), "--help"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "helm plugin update mlflow-gcp" in out.stderr

@@ -1,0 +1,196 @@
+"""What goes wrong in real clouds: concurrent IAM writers, transient failures, crashes
+half-way, slow consistency, failed operations, missing permissions."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlflow_helm.commands import PHASES, do_install
+from mlflow_helm.errors import CloudError, PermissionDenied
+from tests.cli.conftest import PROJECT
+from tests.cli.test_install import GSA, RecordingConnector, project_members
+
+FULL = dict(database="cloudsql", cloudsql_instance="pg", bucket="gs://team-artifacts",
+            create_bucket=True)
+
+
+def test_concurrent_project_iam_writer_keeps_both_bindings(world):
+    """Someone else writes the project policy between our read and our write."""
+    fired = []
+
+    def other_writer(op, body):
+        if op == "cloudresourcemanager.projects.setIamPolicy" and not fired:
+            fired.append(op)
+            holder = world.google.state.projects[PROJECT]
+            holder["policy"]["bindings"].append(
+                {"role": "roles/viewer", "members": ["user:colleague@x.com"]})
+            holder["n"] += 1  # their write moves the etag on
+
+    world.google.hooks.append(other_writer)
+    do_install(world.context(**FULL))
+    assert fired
+    assert project_members(world, "roles/viewer") == ["user:colleague@x.com"]
+    assert project_members(world, "roles/cloudsql.client") == [f"serviceAccount:{GSA}"]
+    conflicts = [c for c in world.google.calls if c.op == "projects.setIamPolicy"
+                 and c.status == 409]
+    assert len(conflicts) == 1
+
+
+def test_concurrent_bucket_iam_writer_gets_412_and_both_bindings_survive(world):
+    fired = []
+
+    def other_writer(op, path):
+        if op == "buckets.setIamPolicy" and not fired:
+            fired.append(op)
+            holder = world.gcs._holder("team-artifacts")
+            holder["policy"]["bindings"].append(
+                {"role": "roles/storage.objectViewer", "members": ["group:readers@x.com"]})
+            holder["n"] += 1
+
+    world.gcs.hooks.append(other_writer)
+    do_install(world.context(**FULL))
+    assert world.gcs.members("team-artifacts", "roles/storage.objectViewer") == \
+        ["group:readers@x.com"]
+    assert world.gcs.members("team-artifacts", "roles/storage.objectUser") == \
+        [f"serviceAccount:{GSA}"]
+    assert [c.status for c in world.gcs.calls if c.op == "buckets.setIamPolicy"] == \
+        [412, 200]
+
+
+def test_every_call_fails_transiently_once_and_install_succeeds(world):
+    world.google.fail_every_call_once = True
+    world.gcs.fail_every_call_once = True
+    result = do_install(world.context(**FULL))
+    assert result.tests["passed"]
+    assert any(c.status == 503 for c in world.google.calls)
+    assert any(c.status == 503 for c in world.gcs.calls)
+    # Every distinct Google call met a 503 first and still got through.
+    ok = {(c.op, c.path) for c in world.google.calls if c.status < 400}
+    failed = {(c.op, c.path) for c in world.google.calls if c.status == 503}
+    assert failed <= ok | {(c.op, c.path) for c in world.google.calls if c.status == 404}
+    assert GSA in world.google.state.accounts
+    assert "mlflowdb" in world.google.state.databases[(PROJECT, "pg")]
+
+
+def test_rate_limits_are_retried(world):
+    world.google.inject("iam.serviceAccounts.create", 429, times=2)
+    world.google.inject("sqladmin.databases.insert", 503, times=2)
+    do_install(world.context(**FULL))
+    creates = [c.status for c in world.google.calls if c.op == "serviceAccounts.create"]
+    assert creates == [429, 429, 200]
+
+
+def test_retries_are_bounded(world):
+    world.google.inject("sqladmin.instances.get", 503, times=50)
+    with pytest.raises(Exception) as err:
+        do_install(world.context(**FULL))
+    assert "503" in str(err.value)
+    assert len([c for c in world.google.calls if c.op == "instances.get"]) == 6
+    assert world.mutating() == []
+
+
+STEPS = [cls.name for phase in PHASES for cls in phase]
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("crash_after", ["service-account", "bucket", "database",
+                                         "bucket-iam", "workload-identity", "project-iam",
+                                         "database-user", "release"])
+def test_crash_after_a_step_then_rerun_converges(world, crash_after):
+    # A clean run elsewhere gives the reference end state.
+    def crash(step):
+        if step == crash_after:
+            raise Crash(step)
+
+    ctx = world.context(**FULL)
+    ctx.after_apply = crash
+    with pytest.raises(Crash):
+        do_install(ctx)
+    do_install(world.context(**FULL))
+    third = do_install(world.context(**FULL))
+    assert {c.action for c in third.changes} == {"unchanged"}
+    snap = world.google.snapshot()
+    assert snap["accounts"][GSA] == [("roles/iam.workloadIdentityUser",
+                                      (f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/mlflow]",))]
+    assert ("roles/cloudsql.client", (f"serviceAccount:{GSA}",)) in \
+        snap["project_policies"][PROJECT]
+    assert "mlflowdb" in snap["databases"][f"{PROJECT}:pg"]
+    assert ("mlflow", "BUILT_IN") in snap["users"][f"{PROJECT}:pg"]
+    assert world.gcs.members("team-artifacts", "roles/storage.objectUser") == \
+        [f"serviceAccount:{GSA}"]
+    # The user's password and the Secret still agree after the crash.
+    import base64
+
+    secret = world.kube.secret("mlflow", "mlflow-db")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert world.google.state.users[(PROJECT, "pg")][("mlflow", "")]["password"] == password
+    assert len(world.helm_calls("upgrade")) == 1
+
+
+def test_crash_before_the_secret_is_known_resets_the_password(world):
+    """The user exists but its Secret was lost: a new password goes to both."""
+    do_install(world.context(**FULL))
+    world.kube.objects.pop(("secrets", "mlflow", "mlflow-db"))
+    result = do_install(world.context(**FULL))
+    actions = {(c.kind, c.action) for c in result.changes}
+    assert ("cloud sql user", "update") in actions and ("secret", "create") in actions
+    import base64
+
+    secret = world.kube.secret("mlflow", "mlflow-db")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert world.google.state.users[(PROJECT, "pg")][("mlflow", "")]["password"] == password
+
+
+def test_new_service_account_is_eventually_consistent(world):
+    world.google.sa_delay = 0.3
+    do_install(world.context(**FULL))
+    statuses = [c.status for c in world.google.calls
+                if c.op in ("serviceAccounts.getIamPolicy", "projects.setIamPolicy")]
+    assert 404 in statuses or 400 in statuses  # it was not visible at first
+    assert project_members(world, "roles/cloudsql.client") == [f"serviceAccount:{GSA}"]
+
+
+def test_cloud_sql_operation_error_is_shown(world):
+    world.google.op_errors["CREATE_DATABASE"] = "Out of disk space on instance pg."
+    with pytest.raises(CloudError) as err:
+        do_install(world.context(**FULL))
+    assert "Out of disk space on instance pg." in err.value.message
+    assert "gcloud sql operations describe op-" in err.value.hint
+
+
+def test_cloud_sql_operations_in_progress_are_waited_for(world):
+    """Flags, database and user all target one instance: Cloud SQL runs one operation at a
+    time and answers 409 to the others, which must wait their turn."""
+    world.google.op_seconds = 0.2
+    ctx = world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam")
+    ctx.db_connector = RecordingConnector()
+    do_install(ctx)
+    assert any(c.status == 409 for c in world.google.calls)
+    ops = world.google.state.operations.values()
+    assert all(op["status"] == "DONE" and "error" not in op for op in ops)
+    polled = [c for c in world.google.calls if c.op == "operations.get"]
+    assert polled  # operations were followed to DONE, not assumed
+
+
+@pytest.mark.parametrize("op,role", [
+    ("iam.serviceAccounts.create", "roles/iam.serviceAccountCreator"),
+    ("cloudresourcemanager.projects.setIamPolicy", "roles/resourcemanager.projectIamAdmin"),
+    ("sqladmin.instances.get", "roles/cloudsql.viewer"),
+])
+def test_permission_denied_names_the_role(world, op, role):
+    world.google.inject(op, 403, message=op)
+    with pytest.raises(PermissionDenied) as err:
+        do_install(world.context(**FULL))
+    assert role in err.value.hint
+    assert "permission denied" in err.value.message
+
+
+def test_bucket_permission_denied_names_the_role(world):
+    world.gcs.inject("buckets.get", 403)
+    with pytest.raises(PermissionDenied) as err:
+        do_install(world.context(**FULL))
+    assert "storage.buckets.get" in err.value.message and "roles/storage.admin" in \
+        err.value.hint
