@@ -95,3 +95,40 @@ class TestRoutes:
         prefix = http["match"][0]["uri"]["prefix"]
         assert "rewrite" in http or prefix.startswith("/mlflow"), (
             f"VirtualService sends {prefix} unchanged to a server under /mlflow")
+
+    def test_virtualservice_prefix_without_trailing_slash_rewrites_cleanly(self, helm):
+        # Istio's prefix rewrite replaces the matched prefix: matching "/mlflow" and rewriting
+        # to "/" turns /mlflow/api/2.0/... into //api/2.0/... . Simulate that on the rendered
+        # route; the path MLflow receives must be a clean one.
+        for static_prefix in ("", "/mlflow"):
+            values = {"virtualService": {"enabled": True, "prefix": "/mlflow"},
+                      "server": {"staticPrefix": static_prefix}}
+            (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)[
+                "spec"]["http"]
+            for request in ("/mlflow/api/2.0/mlflow/experiments/search", "/mlflow/"):
+                served = request
+                for match in http["match"]:
+                    prefix = match["uri"]["prefix"]
+                    if request.startswith(prefix):
+                        if "rewrite" in http:
+                            served = http["rewrite"]["uri"] + request[len(prefix):]
+                        break
+                assert "//" not in served, (
+                    f"staticPrefix={static_prefix!r}: {request} reaches MLflow as {served}")
+                assert served.startswith(static_prefix + "/")
+
+    def test_virtualservice_any_host_reaches_the_host_check(self, helm):
+        # The seed's route listens on every host ("*") of the Kubeflow gateway. Istio passes the
+        # client's Host header through, and MLflow 3 refuses a Host that is not allowed, so a
+        # request to https://kubeflow.example.com/mlflow/ must either arrive with an allowed
+        # authority (rewrite.authority) or the check must let that host in.
+        objects = render_chart(helm, {"virtualService": {"enabled": True}})
+        (http,) = get_object(objects, "VirtualService", FULLNAME)["spec"]["http"]
+        args = get_object(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"][
+            "containers"][0]["args"]
+        allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1]
+        authority = http.get("rewrite", {}).get("authority")
+        assert allowed == "*" or (authority and authority in allowed.split(",")), (
+            "a request through the gateway keeps its external Host header, which "
+            f"--allowed-hosts does not contain (VirtualService hosts {['*']}, no "
+            "rewrite.authority): MLflow answers 403")
