@@ -11,10 +11,11 @@ import subprocess
 
 import pytest
 import yamale
+from kubernetes_validate.utils import latest_version
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from .render import CHART_DIR, REPO_ROOT
+from .render import CHART_DIR, KUBE_VERSIONS, REPO_ROOT, render_chart
 
 CI_VALUES = sorted(CHART_DIR.glob("ci/*-values.yaml"))
 LINT_CASES = [None, *CI_VALUES]
@@ -65,3 +66,18 @@ class TestLint:
             capture_output=True, text=True, check=False)
         assert proc.returncode != 0
         assert "kubeVersion" in proc.stderr or ">=1.29.0-0" in proc.stderr, proc.stderr
+
+    def test_validated_kubernetes_versions(self):
+        # From the chart's floor to the newest schemas the installed kubernetes-validate has.
+        assert KUBE_VERSIONS[0] == "1.29.0"
+        assert KUBE_VERSIONS[-1] == latest_version()
+        assert len(KUBE_VERSIONS) >= 9
+
+    @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+    def test_renders_for_each_supported_kubernetes(self, helm, kube_version):
+        values = {"networkPolicy": {"enabled": True}, "podDisruptionBudget": {"enabled": True},
+                  "autoscaling": {"enabled": True}, "ingress": {"enabled": True},
+                  "artifacts": {"type": "gcs", "gcs": {"bucket": "bucket"}}}
+        objects = render_chart(helm, values, kube_version=kube_version)
+        assert {o["kind"] for o in objects} >= {"Deployment", "HorizontalPodAutoscaler",
+                                                "PodDisruptionBudget", "Ingress"}
