@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .render import CHART_DIR, FULLNAME, kind_names, load_yaml, render_chart
+from .render import CHART_DIR, FULLNAME, NAMESPACE, kind_names, load_yaml, render_chart
 
 BASE = {
     ("ServiceAccount", FULLNAME),
@@ -88,3 +88,47 @@ class TestInventory:
         pairs = [(o["kind"], o["metadata"]["name"]) for o in objects]
         duplicates = sorted({p for p in pairs if pairs.count(p) > 1})
         assert not duplicates, f"objects sharing a name with release {release!r}: {duplicates}"
+
+    def test_hooks_and_kept_objects(self, helm):
+        # Only the helm test pod is a hook: migrations are an ordinary Job (see job-migrate.yaml)
+        # so they run beside the in-cluster database on the first install. Exactly the objects
+        # that hold data or the keys to it survive `helm uninstall`.
+        objects = render_chart(helm, {"auth": {"enabled": True}})
+        hooks = {(o["kind"], o["metadata"]["name"]): o["metadata"]["annotations"]["helm.sh/hook"]
+                 for o in objects if "helm.sh/hook" in (o["metadata"].get("annotations") or {})}
+        assert hooks == {("Pod", f"{FULLNAME}-test"): "test"}
+        kept = {(o["kind"], o["metadata"]["name"]) for o in objects
+                if (o["metadata"].get("annotations") or {}).get("helm.sh/resource-policy")
+                == "keep"}
+        assert kept == {("Secret", f"{FULLNAME}-postgresql"), ("Secret", f"{FULLNAME}-auth"),
+                        ("PersistentVolumeClaim", f"{FULLNAME}-artifacts")}
+
+    def test_everything_in_the_release_namespace(self, helm):
+        objects = render_chart(helm, {"auth": {"enabled": True},
+                                      "networkPolicy": {"enabled": True}})
+        outside = [(o["kind"], o["metadata"]["name"]) for o in objects
+                   if o["metadata"].get("namespace") != NAMESPACE]
+        assert not outside
+
+    def test_common_labels_everywhere(self, helm):
+        objects = render_chart(helm, {"commonLabels": {"team": "ml"},
+                                      "networkPolicy": {"enabled": True}})
+        missing = [(o["kind"], o["metadata"]["name"]) for o in objects
+                   if (o["metadata"].get("labels") or {}).get("team") != "ml"]
+        assert not missing, f"objects without commonLabels: {missing}"
+
+    def test_common_annotations_everywhere(self, helm):
+        # values.yaml: commonAnnotations are "Annotations added to every object".
+        values = {"commonAnnotations": {"owner": "ml-platform"},
+                  "auth": {"enabled": True}, "networkPolicy": {"enabled": True},
+                  "podDisruptionBudget": {"enabled": True},
+                  "autoscaling": {"enabled": True},
+                  "artifacts": {"type": "gcs", "gcs": {"bucket": "bucket"}},
+                  "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
+                  "ingress": {"enabled": True}, "virtualService": {"enabled": True},
+                  "httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]}}
+        objects = render_chart(helm, values)
+        missing = sorted((o["kind"], o["metadata"]["name"]) for o in objects
+                         if (o["metadata"].get("annotations") or {}).get("owner")
+                         != "ml-platform")
+        assert not missing, f"objects without commonAnnotations: {missing}"
