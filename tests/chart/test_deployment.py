@@ -215,6 +215,48 @@ class TestDeployment:
         assert env_value(c, "FOO") == "bar"
         assert c["envFrom"] == [{"configMapRef": {"name": "cm"}}]
 
+    def test_cors_uvicorn_and_telemetry(self, helm):
+        values = {"server": {"corsAllowedOrigins": ["https://a.example.com",
+                                                    "https://b.example.com"],
+                             "uvicornOpts": "--timeout-keep-alive 30", "telemetry": True}}
+        c = server(helm, values)
+        assert arg_value(c["args"], "--cors-allowed-origins") == (
+            "https://a.example.com,https://b.example.com")
+        assert arg_value(c["args"], "--uvicorn-opts") == "--timeout-keep-alive 30"
+        assert "MLFLOW_DISABLE_TELEMETRY" not in env_of(c)
+        default = server(helm)
+        assert env_value(default, "MLFLOW_DISABLE_TELEMETRY") == "true"
+        assert not any(a.startswith(("--cors-allowed-origins", "--uvicorn-opts"))
+                       for a in default["args"])
+
+    def test_extra_volumes(self, helm):
+        values = {"server": {
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corp",
+                                   "readOnly": True}]}}
+        spec = pod_spec(helm, values)
+        assert {"name": "ca", "configMap": {"name": "corp-ca"}} in spec["volumes"]
+        assert {"name": "ca", "mountPath": "/etc/ssl/corp", "readOnly": True} in container(
+            spec, "mlflow")["volumeMounts"]
+
+    def test_release_named_like_the_seed(self, helm):
+        # The seed's objects were all called "mlflow": release "mlflow" keeps svc/mlflow.
+        objects = render_chart(helm, release="mlflow")
+        dep = get_object(objects, "Deployment", "mlflow")
+        get_object(objects, "Service", "mlflow")
+        # A Service named "mlflow" makes Kubernetes inject MLFLOW_PORT=tcp://... into pods
+        # (service links), which `mlflow server` reads for --port: the flag must be explicit.
+        assert "--port=5000" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--host=0.0.0.0" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    def test_fullname_override(self, helm):
+        objects = render_chart(helm, {"fullnameOverride": "tracking"})
+        get_object(objects, "Deployment", "tracking")
+        get_object(objects, "StatefulSet", "tracking-postgresql")
+        objects = render_chart(helm, {"nameOverride": "mlf"})
+        dep = get_object(objects, "Deployment", "prod-mlf")
+        assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "mlf"
+
     def test_job_execution_off_by_default(self, helm):
         assert env_value(server(helm), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "false"
 
