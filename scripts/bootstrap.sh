@@ -14,7 +14,7 @@ mkdir -p "$TOOLS"
 log() { printf '[bootstrap] %s\n' "$*"; }
 
 # --- Debian packages: services the e2e and publication tests start themselves --------------
-APT_PACKAGES=(postgresql mariadb-server docker-registry gnupg)
+APT_PACKAGES=(postgresql mariadb-server docker-registry gnupg shellcheck)
 if [[ -z "${SKIP_APT:-}" ]]; then
   missing=()
   for pkg in "${APT_PACKAGES[@]}"; do
