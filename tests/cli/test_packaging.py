@@ -1,0 +1,43 @@
+"""The wheel carries the chart: `pip install` of the wheel alone is enough."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.conftest import CHART_DIR, REPO_ROOT
+
+
+def build_wheel(out: Path) -> Path:
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    if os.path.exists(uv):
+        cmd = [uv, "build", "--wheel", "--out-dir", str(out), str(REPO_ROOT)]
+    else:
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+               "-w", str(out), str(REPO_ROOT)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    (wheel,) = out.glob("mlflow_helm-*.whl")
+    return wheel
+
+
+def test_wheel_contains_the_chart_and_the_cli_finds_it(tmp_path, helm4):
+    wheel = build_wheel(tmp_path / "dist")
+    names = zipfile.ZipFile(wheel).namelist()
+    expected = {f"mlflow_helm/chart/{p.relative_to(CHART_DIR)}" for p in CHART_DIR.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+    assert expected <= set(names), sorted(expected - set(names))[:5]
+    assert "mlflow_helm/cli.py" in names
+    # Unpacked on its own (no checkout on the path), the package finds its chart.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = "from mlflow_helm.chart import bundled_chart; print(bundled_chart())"
+    found = subprocess.run([sys.executable, "-c", code], env={**os.environ,
+                           "PYTHONPATH": str(site)}, cwd=tmp_path, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    assert found == str(site / "mlflow_helm" / "chart")
+    lint = subprocess.run([helm4, "lint", found], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
