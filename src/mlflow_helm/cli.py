@@ -190,7 +190,6 @@ def main() -> None:
 def install(**kw) -> None:
     """Create what MLflow needs in Google Cloud and Kubernetes, install the chart, test it."""
     from .commands import do_install
-
     from .output import print_changes
 
     opts = build_options(**kw)

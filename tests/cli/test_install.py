@@ -40,8 +40,8 @@ def test_local_mode_needs_no_google_cloud(world):
     assert argv[argv.index("--namespace") + 1] == "mlflow"
     assert "--rollback-on-failure" in argv  # the stand-in's version is Helm 4
     assert world.google.calls == [] and world.gcs.calls == []
-    assert result.tests["passed"] and [c["check"] for c in result.tests["checks"]][0] == \
-        "version 3.17.2"
+    assert result.tests["passed"]
+    assert result.tests["checks"][0]["check"] == "version 3.17.2"
     assert "mlflow" in world.kube.namespaces
 
 
@@ -211,7 +211,7 @@ def test_user_values_win_over_computed_ones(world, tmp_path):
     ctx = world.context(bucket="gs://team-artifacts", create_bucket=True,
                         values_files=[str(mine)], set_values=["server.workers=3"])
     do_install(ctx)
-    argv, values = upgrade_call(world)
+    argv, _ = upgrade_call(world)
     # Ours on stdin first, then the user's file and --set: Helm merges left to right.
     i = argv.index("--values")
     assert argv[i:i + 4] == ["--values", "-", "--values", str(mine)]

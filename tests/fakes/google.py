@@ -24,9 +24,10 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 READ_OPS = {"get", "list", "getIamPolicy"}
@@ -187,7 +188,7 @@ class FakeGoogle:
             self.server.server_close()
 
     # -- dispatch ------------------------------------------------------------------------
-    ROUTES: list[tuple[str, str, str, str]] = [
+    ROUTES: ClassVar[list[tuple[str, str, str, str]]] = [
         # (api, method, path regex, op)
         ("cloudresourcemanager", "GET", r"v1/projects/(?P<p>[^/:]+)", "projects.get"),
         ("cloudresourcemanager", "POST", r"v1/projects/(?P<p>[^/:]+):getIamPolicy",
@@ -208,7 +209,8 @@ class FakeGoogle:
          "instances.patch"),
         ("sqladmin", "POST", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/databases",
          "databases.insert"),
-        ("sqladmin", "GET", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/databases/(?P<d>[^/]+)",
+        ("sqladmin", "GET",
+         r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/databases/(?P<d>[^/]+)",
          "databases.get"),
         ("sqladmin", "DELETE",
          r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/databases/(?P<d>[^/]+)",
@@ -230,10 +232,11 @@ class FakeGoogle:
         url = urlsplit(raw_path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         api, _, rest = url.path.lstrip("/").partition("/")
-        for r_api, r_method, pattern, op in self.ROUTES:
+        for r_api, r_method, pattern, route_op in self.ROUTES:
             if r_api == api and r_method == method:
                 match = re.fullmatch(pattern, rest)
                 if match:
+                    op = route_op
                     break
         else:
             return 404, _error(404, f"no route {method} {url.path}", "NOT_FOUND")
@@ -437,7 +440,7 @@ class FakeGoogle:
 
     def _databases_delete(self, m, q, b):
         dbs = self.state.databases[(m["p"], m["i"])]
-        dbs[m["d"]]  # noqa: B018 - 404 when absent
+        dbs[m["d"]]
         return self._start_op(m["p"], m["i"], "DELETE_DATABASE", lambda: dbs.pop(m["d"], None),
                               m["d"])
 

@@ -116,7 +116,7 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
             return 1
         ok = os.environ.get("HELM_TEST_RESULT", "pass") == "pass"
         lines = [f"NAME: {argv[1]}", f"NAMESPACE: {ns}", "STATUS: deployed", "TEST SUITE:",
-                 f"Last Started: now", f"Phase: {'Succeeded' if ok else 'Failed'}", "",
+                 "Last Started: now", f"Phase: {'Succeeded' if ok else 'Failed'}", "",
                  f"POD LOGS: {argv[1]}-test", "ok    version 3.17.2",
                  "ok    create experiment", "ok    log metric",
                  "ok    artifact upload" if ok else

@@ -65,8 +65,8 @@ class Storage:
 
     def set_policy(self, name: str, policy: Policy) -> None:
         from google.api_core.exceptions import PreconditionFailed
-        from google.api_core.retry import Retry
         from google.api_core.iam import Policy as GcsPolicy
+        from google.api_core.retry import Retry
 
         client = self.apis.storage()
         # 412 means the etag is stale: the whole read-modify-write cycle runs again, so no

@@ -38,7 +38,7 @@ class ReleaseStep(Step):
     name = "release"
 
     def plan(self) -> list[Change]:
-        chart, version = chart_ref(self.opts)
+        _, version = chart_ref(self.opts)
         values = compute_values(self.ctx)
         desired = deep_merge(values, user_values(self.opts))
         current = self.ctx.helm.release(self.opts.release, self.opts.namespace)
