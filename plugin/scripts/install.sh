@@ -7,7 +7,8 @@
 #   the repository this plugin directory lives in (a checkout, or a git URL install).
 #   `mlflow-helm` from the package index.
 set -eu
-dir=$(cd -P "${HELM_PLUGIN_DIR:-$(dirname "$0")/..}" && pwd)
+# This script's own location, not HELM_PLUGIN_DIR (see bin/mlflow-gcp).
+dir=$(cd -P "$(dirname "$0")/.." && pwd)
 if [ -n "${MLFLOW_HELM_PYTHON:-}" ]; then
   "$MLFLOW_HELM_PYTHON" -c "import mlflow_helm" || {
     echo "mlflow-gcp: $MLFLOW_HELM_PYTHON cannot import mlflow_helm" >&2; exit 1; }

@@ -66,9 +66,13 @@ def test_plugin_plan_follows_helm_namespace(helm, tmp_path, world):
 
 
 def test_plugin_launcher_without_environment_says_how_to_fix(tmp_path):
-    env = dict(os.environ, HELM_PLUGIN_DIR=str(tmp_path))
+    import shutil
+
+    copy = tmp_path / "plugin"
+    shutil.copytree(REPO_ROOT / "plugin", copy, ignore=shutil.ignore_patterns(".venv"))
+    env = dict(os.environ)
     env.pop("MLFLOW_HELM_PYTHON", None)
-    out = subprocess.run([str(REPO_ROOT / "plugin" / "bin" / "mlflow-gcp"), "--help"],
+    out = subprocess.run([str(copy / "bin" / "mlflow-gcp"), "--help"],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 1
     assert "helm plugin update mlflow-gcp" in out.stderr
