@@ -7,6 +7,8 @@ Environment:
   MLFLOW_TEST_URL            base URL, e.g. http://mlflow.ns.svc.cluster.local:5000[/prefix]
   MLFLOW_TEST_VERSION        the MLflow version the server must report
   MLFLOW_TEST_ARTIFACTS      "served" (upload and download through the server) or "direct:<root>"
+  MLFLOW_TEST_ARTIFACT_STORE optional: where the server keeps artifacts (gs://bucket/path or
+                             a volume path), named when the server cannot write there
   MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD   basic-auth credentials, when on
   MLFLOW_TEST_CONNECT_TO     optional host:port to connect to instead of the URL's, keeping the
                              URL's Host header (like curl --connect-to); for running outside a cluster
@@ -81,6 +83,18 @@ def explain(data: bytes) -> str:
         pass
     text = " ".join(str(text).split())
     return text[:600] + ("…" if len(text) > 600 else "") if text else "(empty response)"
+
+
+def store_hint(status: int) -> str:
+    """MLflow answers a failed artifact write with a bare HTTP 500; say where to look."""
+    if status < 500:
+        return ""
+    store = os.environ.get("MLFLOW_TEST_ARTIFACT_STORE")
+    return (
+        f". The server could not use its artifact store{' ' + store if store else ''}: check that "
+        "the GCS bucket exists and the server's Google service account may write to it (or that "
+        "the artifact volume is writable); the server's log has the exception"
+    )
 
 
 def check(name: str, fn):
@@ -176,10 +190,14 @@ def main() -> int:
         artifact = "/api/2.0/mlflow-artifacts/artifacts/" + quote(path)
         status, data = client.request("PUT", artifact, payload, "application/octet-stream")
         if status != 200:
-            raise CheckFailed(f"upload of {path} returned HTTP {status}: {explain(data)}")
+            raise CheckFailed(
+                f"upload of {path} returned HTTP {status}: {explain(data)}{store_hint(status)}"
+            )
         status, data = client.request("GET", artifact)
         if status != 200:
-            raise CheckFailed(f"download of {path} returned HTTP {status}: {explain(data)}")
+            raise CheckFailed(
+                f"download of {path} returned HTTP {status}: {explain(data)}{store_hint(status)}"
+            )
         if data != payload:
             raise CheckFailed(f"downloaded {len(data)} bytes differ from the {len(payload)} uploaded")
         status, data = client.request("DELETE", artifact)
