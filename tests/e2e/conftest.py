@@ -97,13 +97,17 @@ def release_factory(helm4: str, services: Services, e2e_dir: Path) -> Iterator:
 @pytest.fixture(scope="session")
 def old_mlflow() -> Path:
     """A virtualenv with MLflow 2.22 for the upgrade test, made with uv once and cached."""
-    python = OLD_VENV / "bin" / "python"
-    if not python.exists():
+    # MLflow 2.22 predates SQLAlchemy 2.1 (it imports pool classes 2.1 removed).
+    requirements = [f"mlflow=={OLD_MLFLOW}", "sqlalchemy<2.1", "psycopg2-binary"]
+    marker = OLD_VENV / ".e2e-requirements"
+    if not marker.exists() or marker.read_text() != "\n".join(requirements):
         uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
         if not uv:
             pytest.fail("uv not found: pip install uv (the upgrade test builds an MLflow 2.22 "
                         f"virtualenv in {OLD_VENV})", pytrace=False)
-        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(OLD_VENV)], check=True)
-        subprocess.run([uv, "pip", "install", "-q", f"mlflow=={OLD_MLFLOW}", "psycopg2-binary"],
+        subprocess.run([uv, "venv", "-q", "--allow-existing", "--python", sys.executable, str(OLD_VENV)],
+                       check=True)
+        subprocess.run([uv, "pip", "install", "-q", *requirements],
                        env={**os.environ, "VIRTUAL_ENV": str(OLD_VENV)}, check=True)
+        marker.write_text("\n".join(requirements))
     return OLD_VENV

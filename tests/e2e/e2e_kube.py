@@ -430,6 +430,14 @@ class Pod:
 
     def run_init_containers(self, timeout: float = 600) -> None:
         self.emulate_sidecars()
+        # The kubelet starts init containers in order: one listed before a sidecar runs (to
+        # completion) before the sidecar exists, so it could not reach the database.
+        seen_regular = None
+        for container in self.spec.get("initContainers") or []:
+            if container.get("restartPolicy") != "Always":
+                seen_regular = seen_regular or container["name"]
+            elif seen_regular:
+                raise KubeError(f"init container {seen_regular} runs before sidecar {container['name']} starts")
         for container in self.spec.get("initContainers") or []:
             if container.get("restartPolicy") == "Always":
                 continue

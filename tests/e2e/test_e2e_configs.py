@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
+from e2e_client import run_client
 from e2e_release import Database, secret
 
 CI_DIR = Path(__file__).resolve().parents[2] / "charts" / "mlflow" / "ci"
@@ -48,7 +50,6 @@ def cloudsql(engine: str, auth: str) -> Config:
 
 
 CONFIGS = [
-    Config("default"),
     cloudsql("postgres", "password"),
     cloudsql("postgres", "iam"),
     cloudsql("mysql", "password"),
@@ -84,12 +85,45 @@ CONFIGS = [
                            "serviceAccount": {"gcpServiceAccount": GSA}}),
     Config("gcs-direct", {"artifacts": {"type": "gcs", "serve": False, "gcs": {"bucket": "e2e-direct"}},
                           "serviceAccount": {"gcpServiceAccount": GSA}}, expect_artifacts="direct"),
-    Config("basic-auth", {"auth": {"enabled": True}}),
-    Config("static-prefix", {"server": {"staticPrefix": "/mlflow"}}),
-    Config("metrics", {"metrics": {"enabled": True}}),
 ]
+# Every chart-testing values file, except one without values: test_e2e_default_release.py
+# installs the chart with no values.
+CI_FILES = {path: yaml.safe_load(path.read_text()) or {} for path in sorted(CI_DIR.glob("*-values.yaml"))}
 CONFIGS += [Config(f"ci-{path.name.removesuffix('-values.yaml')}", values_files=[path])
-            for path in sorted(CI_DIR.glob("*-values.yaml"))]
+            for path, values in CI_FILES.items() if values]
+
+
+def _ci_sets(*keys: str) -> bool:
+    for values in CI_FILES.values():
+        node = values
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node:
+            return True
+    return False
+
+
+# Features the configurations must cover; ci/ files usually do, else they get their own.
+for config_id, keys, values in [
+    ("basic-auth", ("auth", "enabled"), {"auth": {"enabled": True}}),
+    ("static-prefix", ("server", "staticPrefix"), {"server": {"staticPrefix": "/mlflow"}}),
+    ("metrics", ("metrics", "enabled"), {"metrics": {"enabled": True}}),
+]:
+    if not _ci_sets(*keys):
+        CONFIGS.append(Config(config_id, values))
+
+
+DIRECT_WRITE = r"""
+import json, os, tempfile
+import mlflow
+with mlflow.start_run() as run:
+    path = os.path.join(tempfile.mkdtemp(), "hello.txt")
+    with open(path, "w") as f:
+        f.write("written straight to GCS")
+    mlflow.log_artifact(path, artifact_path="direct")
+local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="direct/hello.txt")
+print(json.dumps({"artifact_uri": run.info.artifact_uri, "content": open(local).read()}))
+"""
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
@@ -103,5 +137,13 @@ def test_helm_test_passes(config: Config, release_factory) -> None:
     assert "helm test passed" in output
     if config.expect_artifacts == "direct":
         assert "artifact root" in output and "clients write to gs://" in output
+        # Clients write to the bucket themselves (their own credentials; here the emulator).
+        bucket = rel.buckets()[0]
+        result = run_client(DIRECT_WRITE, rel.tracking_uri(), rel.workdir / "client",
+                            env=rel.services.gcs.env())
+        assert result["artifact_uri"].startswith(f"gs://{bucket}/")
+        assert result["content"] == "written straight to GCS"
+        run_path = result["artifact_uri"].removeprefix(f"gs://{bucket}/")
+        assert f"{run_path}/direct/hello.txt" in rel.services.gcs.objects(bucket)
     else:
         assert "artifact upload, download, delete" in output

@@ -1,0 +1,139 @@
+"""The chart with no values, installed once for this module: the Host check as clients reach the
+server, a real MLflow client workload, and the migration step run again (it must change nothing)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from e2e_client import run_client
+from e2e_kube import POD_IP
+from e2e_release import Release, Services
+
+API = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+
+
+@pytest.fixture(scope="module")
+def release(helm4: str, services: Services):
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-e2e-default-"))
+    workdir.chmod(0o755)
+    rel = Release(helm4, services, workdir / "release")
+    try:
+        rel.install()
+        yield rel
+    finally:
+        rel.stop()
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_helm_test_passes(release: Release) -> None:
+    code, output = release.helm_test()
+    assert code == 0, f"{output}\n{release.logs()}"
+    assert "ok    host check (Host mlflow.mlflow.svc.cluster.local:5000 accepted)" in output
+
+
+def test_server_runs_the_rendered_settings(release: Release) -> None:
+    env = release.server_env()
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow@127.0.0.1:")
+    assert "--workers=2" in release.server_args()
+
+
+@pytest.mark.parametrize("host", [
+    "mlflow", "mlflow:5000",
+    "mlflow.mlflow", "mlflow.mlflow:5000",
+    "mlflow.mlflow.svc", "mlflow.mlflow.svc:5000",
+    "mlflow.mlflow.svc.cluster.local", "mlflow.mlflow.svc.cluster.local:5000",
+    "localhost:5000",  # kubectl port-forward
+    f"{POD_IP}:5000",  # probes and clients by pod IP
+])
+def test_host_accepted(release: Release, host: str) -> None:
+    status, body = release.get(API, host=host)
+    assert status == 200, f"Host {host}: HTTP {status} {body[:300]!r}"
+    assert json.loads(body)["experiment"]["name"] == "Default"
+
+
+@pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:5000", "mlflow.other-ns.svc.cluster.local:5000"])
+def test_foreign_host_rejected(release: Release, host: str) -> None:
+    status, body = release.get(API, host=host)
+    assert status == 403, f"Host {host}: HTTP {status} {body[:300]!r}"
+    assert b"Invalid Host header" in body
+
+
+CLIENT_WORKLOAD = r"""
+import json, os, tempfile
+import mlflow
+from mlflow import MlflowClient
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return [2 * x for x in model_input]
+
+mlflow.set_experiment("e2e-client-workload")
+with mlflow.start_run() as run:
+    mlflow.log_params({"alpha": "0.5", "layers": "3"})
+    for step in range(5):
+        mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+    path = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    with open(path, "w") as f:
+        f.write("artifact from the e2e client")
+    mlflow.log_artifact(path, artifact_path="docs")
+    info = mlflow.pyfunc.log_model(name="model", python_model=Doubler(), pip_requirements=[],
+                                   registered_model_name="e2e-doubler")
+client = MlflowClient()
+run = client.get_run(run.info.run_id)
+history = [m.value for m in client.get_metric_history(run.info.run_id, "loss")]
+local = client.download_artifacts(run.info.run_id, "docs/notes.txt", tempfile.mkdtemp())
+versions = client.search_model_versions("name='e2e-doubler'")
+loaded = mlflow.pyfunc.load_model(f"models:/e2e-doubler/{versions[0].version}")
+print(json.dumps({
+    "params": run.data.params, "history": history, "artifact": open(local).read(),
+    "artifact_uri": run.info.artifact_uri,
+    "versions": [(v.version, v.status, v.run_id) for v in versions], "run_id": run.info.run_id,
+    "prediction": list(loaded.predict([1, 2, 3])),
+}))
+"""
+
+
+def test_client_workload(release: Release) -> None:
+    result = run_client(CLIENT_WORKLOAD, release.tracking_uri(), release.workdir / "client")
+    assert result["params"] == {"alpha": "0.5", "layers": "3"}
+    assert result["history"] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
+    assert result["artifact"] == "artifact from the e2e client"
+    assert result["artifact_uri"].startswith("mlflow-artifacts:/")
+    assert result["versions"] == [["1", "READY", result["run_id"]]]
+    assert result["prediction"] == [2, 4, 6]
+    # Served artifacts land on the artifacts volume.
+    stored = list(release.artifact_dir().rglob("notes.txt"))
+    assert len(stored) == 1 and stored[0].read_text() == "artifact from the e2e client"
+
+
+def snapshot(release: Release) -> dict:
+    tables = [r[0] for r in release.db_query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")]
+    counts = {t: release.db_query(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
+    revision = release.db_query("SELECT version_num FROM alembic_version")
+    return {"revision": revision, "counts": counts}
+
+
+def test_migration_is_idempotent(release: Release) -> None:
+    # The install already migrated the empty database: run the Job's step twice more against
+    # the up-to-date schema (the server keeps running, as on `helm upgrade` without changes).
+    run_client(CLIENT_WORKLOAD.replace("e2e-client-workload", "e2e-before-remigrate")
+               .replace("e2e-doubler", "e2e-doubler-2"),
+               release.tracking_uri(), release.workdir / "client2")
+    before = snapshot(release)
+    assert before["counts"]["runs"] >= 1 and before["counts"]["metrics"] >= 5
+    for attempt in (2, 3):
+        process = release.migrate(name=f"mlflow-migrate-{attempt}-abcde")
+        output = process.output()
+        assert "tracking schema" in output and ": unchanged" in output, output
+        assert "migrations done" in output
+        assert snapshot(release) == before
+    code, output = release.helm_test()
+    assert code == 0, output
