@@ -248,6 +248,9 @@ def do_uninstall(ctx: Context, purge: bool, confirm) -> Result:
     if not opts.dry_run and not ctx.helm.uninstall(opts.release, opts.namespace):
         change.action, change.detail = UNCHANGED, "not installed"
     if not purge:
+        from .options import infer_from_context
+
+        infer_from_context(opts, ctx.kube.current_context())
         kept = []
         if opts.database == "cloudsql":
             kept.append(f"Cloud SQL database {opts.database_name} on {opts.cloudsql_instance}")

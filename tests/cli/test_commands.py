@@ -76,6 +76,7 @@ def test_uninstall_keeps_google_resources_and_data(world):
     assert result.exit_code == 0, result.output
     assert "- delete    helm release                 mlflow/mlflow" in result.output
     assert "kept (re-install reuses them; `--purge` deletes them)" in result.output
+    assert f"service account {GSA}" in result.output
     assert world.helm_calls("uninstall")[0]["argv"][:2] == ["uninstall", "mlflow"]
     assert "mlflowdb" in world.google.state.databases[(PROJECT, "pg")]
     assert GSA in world.google.state.accounts

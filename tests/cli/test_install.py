@@ -86,7 +86,8 @@ def test_rerun_makes_no_mutating_call(world):
     opts = dict(database="cloudsql", cloudsql_instance="pg", bucket="gs://team-artifacts",
                 create_bucket=True)
     do_install(world.context(**opts))
-    first = (world.google.counts(), world.gcs.counts())
+    first = (world.google.counts(), world.gcs.counts(),
+             {"kube": len(world.kube.calls), "kube_mutating": len(world.kube.mutating_calls())})
     before = len(world.google.calls), len(world.gcs.calls), len(world.kube.calls)
     result = do_install(world.context(**opts))
     assert {c.action for c in result.changes} == {"unchanged"}, [c.line() for c in
@@ -98,7 +99,8 @@ def test_rerun_makes_no_mutating_call(world):
     assert len(world.helm_calls("upgrade")) == 1  # the release was not upgraded again
     assert len(world.helm_calls("test")) == 2  # but it was tested again
     # Recorded for the docs: read/mutating calls of a first install and of a re-run.
-    print("first", first, "rerun", {"google": len(new_google), "gcs": len(new_gcs)})
+    print("first", first, "rerun", {"google": len(new_google), "gcs": len(new_gcs),
+                                    "kube": len(new_kube)})
 
 
 def test_cloudsql_iam_postgres_grants_once(world):
