@@ -66,8 +66,11 @@ class TestRoutes:
         assert spec["gateways"] == ["kubeflow/kubeflow-gateway"]
         assert spec["hosts"] == ["*"]
         (http,) = spec["http"]
-        assert http["match"] == [{"uri": {"prefix": "/mlflow/"}}]
-        assert http["rewrite"] == {"uri": "/"}
+        # "/mlflow/..." and exactly "/mlflow", both to the server's root.
+        assert http["match"] == [{"uri": {"prefix": "/mlflow/"}}, {"uri": {"exact": "/mlflow"}}]
+        # Behind the "*" host the gateway presents the Service's name, which the host check allows.
+        assert http["rewrite"] == {
+            "uri": "/", "authority": f"{FULLNAME}.{NAMESPACE}.svc.cluster.local:5000"}
         assert http["route"] == [{"destination": {
             "host": f"{FULLNAME}.{NAMESPACE}.svc.cluster.local", "port": {"number": 5000}}}]
         assert http["timeout"] == "300s"
@@ -76,13 +79,15 @@ class TestRoutes:
         values = {"virtualService": {"enabled": True}, "server": {"staticPrefix": "/mlflow"}}
         (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
             "http"]
-        assert http["match"] == [{"uri": {"prefix": "/mlflow/"}}]
-        assert "rewrite" not in http
+        assert http["match"] == [{"uri": {"prefix": "/mlflow/"}}, {"uri": {"exact": "/mlflow"}}]
+        assert "uri" not in http.get("rewrite", {})
 
     def test_virtualservice_root_prefix_no_rewrite(self, helm):
-        values = {"virtualService": {"enabled": True, "prefix": "/"}}
+        values = {"virtualService": {"enabled": True, "prefix": "/", "hosts": ["mlflow.example.com"]}}
         (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
             "http"]
+        assert http["match"] == [{"uri": {"prefix": "/"}}]
+        # A named host is in --allowed-hosts: nothing to rewrite.
         assert "rewrite" not in http
 
     def test_virtualservice_static_prefix_matches_server_prefix(self, helm):
@@ -108,9 +113,11 @@ class TestRoutes:
             for request in ("/mlflow/api/2.0/mlflow/experiments/search", "/mlflow/"):
                 served = request
                 for match in http["match"]:
-                    prefix = match["uri"]["prefix"]
-                    if request.startswith(prefix):
-                        if "rewrite" in http:
+                    prefix = match["uri"].get("prefix")
+                    exact = match["uri"].get("exact")
+                    if exact == request or (prefix and request.startswith(prefix)):
+                        prefix = prefix or exact
+                        if "uri" in http.get("rewrite", {}):
                             served = http["rewrite"]["uri"] + request[len(prefix):]
                         break
                 assert "//" not in served, (
