@@ -46,6 +46,19 @@ def grant_statements(database: str, owner: str) -> list[tuple[str, str]]:
     ]
 
 
+def require_proxy(database: str, owner: str) -> str:
+    """The local cloud-sql-proxy the grant connects through, or the error with the fix."""
+    binary = shutil.which("cloud-sql-proxy")
+    if not binary:
+        raise UserError(
+            "IAM database auth on PostgreSQL needs a one-time grant, and `cloud-sql-proxy` "
+            "is not on PATH to run it",
+            "install it (`gcloud components install cloud-sql-proxy`) and re-run; or use "
+            "--db-auth password. The grant, as the postgres user: "
+            + "; ".join(s for _, s in grant_statements(database, owner)))
+    return binary
+
+
 class Connector(Protocol):
     def connect(self, user: str, password: str, database: str) -> Any: ...
 
@@ -53,23 +66,18 @@ class Connector(Protocol):
 class ProxyConnector:
     """Connects through a local `cloud-sql-proxy` started for the duration of the grant."""
 
-    def __init__(self, connection_name: str, ip_type: str) -> None:
+    def __init__(self, connection_name: str, ip_type: str, database: str = "mlflowdb",
+                 owner: str = "SA@PROJECT.iam") -> None:
         self.connection_name = connection_name
         self.ip_type = ip_type
+        self.database, self.owner = database, owner
         self._proc: subprocess.Popen | None = None
         self._port = 0
 
     def _start(self) -> int:
         if self._proc is not None:
             return self._port
-        binary = shutil.which("cloud-sql-proxy")
-        if not binary:
-            raise UserError(
-                "IAM database auth on PostgreSQL needs a one-time grant, and "
-                "`cloud-sql-proxy` is not on PATH to run it",
-                "install it (`gcloud components install cloud-sql-proxy`) and re-run; "
-                "or run as the postgres user: " + "; ".join(
-                    s for _, s in grant_statements("mlflowdb", "SA@PROJECT.iam")))
+        binary = require_proxy(self.database, self.owner)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self._port = sock.getsockname()[1]
@@ -123,9 +131,10 @@ def temporary_admin(ctx) -> Iterator[str]:
 
 
 def run_grant(ctx) -> None:
-    connector = ctx.db_connector or ProxyConnector(ctx.facts.connection_name,
-                                                   ctx.facts.ip_type)
     owner = ctx.iam_db_user
+    connector = ctx.db_connector or ProxyConnector(ctx.facts.connection_name,
+                                                   ctx.facts.ip_type, ctx.opts.database_name,
+                                                   owner)
     ctx.say(f"  granting {owner} the use of database {ctx.opts.database_name}")
     try:
         with temporary_admin(ctx) as password:

@@ -135,3 +135,16 @@ def test_help_is_fast_and_imports_no_cloud_library():
                          capture_output=True, text=True)
     elapsed = time.monotonic() - start
     assert "install" in out.stdout and elapsed < 2.0  # ≤0.5 s on an idle machine
+
+
+@pytest.mark.parametrize("extra", [[], ["-o", "json"], ["--debug"]])
+def test_the_generated_password_is_never_printed(world, extra):
+    import base64
+
+    args = ["install", "--database", "cloudsql", "--cloudsql-instance", "pg", *extra]
+    result = CliRunner().invoke(main, args, env=cli_env(world))
+    assert result.exit_code == 0, result.output
+    secret = world.kube.secret("mlflow", "mlflow-db")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) >= 32 and password not in result.output
+    assert "database password (not shown)" in result.output

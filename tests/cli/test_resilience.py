@@ -175,6 +175,17 @@ def test_cloud_sql_operations_in_progress_are_waited_for(world):
     assert polled  # operations were followed to DONE, not assumed
 
 
+def test_iam_grant_without_cloud_sql_proxy_fails_before_any_change(world, monkeypatch):
+    from mlflow_helm.errors import UserError
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no cloud-sql-proxy here
+    with pytest.raises(UserError) as err:
+        do_install(world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam"))
+    assert "`cloud-sql-proxy` is not on PATH" in err.value.message
+    assert f'GRANT USAGE, CREATE ON SCHEMA public TO "mlflow@{PROJECT}.iam"' in err.value.hint
+    assert world.mutating() == []
+
+
 @pytest.mark.parametrize("op,role", [
     ("iam.serviceAccounts.create", "roles/iam.serviceAccountCreator"),
     ("cloudresourcemanager.projects.setIamPolicy", "roles/resourcemanager.projectIamAdmin"),

@@ -167,6 +167,10 @@ class DatabaseGrantStep(Step):
     def plan(self) -> list[Change]:
         current = self.ctx.kube.get_configmap(self.opts.namespace, self.marker)
         action = UNCHANGED if current == self.expected() else CREATE
+        if action == CREATE and self.ctx.db_connector is None:
+            from ..dbgrant import require_proxy
+
+            require_proxy(self.opts.database_name, self.ctx.iam_db_user)  # before any change
         return [self.change(action, "database owner", self.opts.database_name,
                             f"owned by {self.ctx.iam_db_user} (one-time grant)")]
 
