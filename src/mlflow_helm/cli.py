@@ -68,6 +68,9 @@ def cloud_options(fn):
                      "generated password, or IAM database authentication."),
         click.option("--database-name", default="mlflowdb", show_default=True,
                      help="Cloud SQL database."),
+        click.option("--db-user", default="mlflow", show_default=True,
+                     help="Cloud SQL built-in user (--db-auth password). Give each release "
+                          "on a shared instance its own."),
         click.option("--ip-type", type=click.Choice(["public", "private", "psc"]), default=None,
                      help="Instance IP the proxy uses (default: private, else public, else "
                           "psc)."),
@@ -104,7 +107,8 @@ def build_options(**kw) -> Options:
         output=kw["output"], debug=kw["debug"],
     )
     for name in ("project", "region", "cluster", "location", "local", "database",
-                 "cloudsql_instance", "db_auth", "database_name", "external_uri", "bucket",
+                 "cloudsql_instance", "db_auth", "database_name", "db_user", "external_uri",
+                 "bucket",
                  "create_bucket", "identity", "gsa", "chart"):
         if name in kw:
             setattr(opts, name, kw[name])

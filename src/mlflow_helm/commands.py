@@ -19,7 +19,6 @@ from .errors import HelmFailed, UserError
 from .preflight import preflight
 from .steps.base import Step
 from .steps.cloudsql import (
-    BUILT_IN_USER,
     DatabaseGrantStep,
     DatabaseStep,
     DatabaseUserStep,
@@ -292,7 +291,7 @@ def _purge(ctx: Context) -> list[Change]:
         return out
     if opts.database == "cloudsql":
         project, instance = ctx.instance_project, opts.instance_name
-        user = ctx.iam_db_user if opts.iam_db_auth else BUILT_IN_USER
+        user = ctx.iam_db_user if opts.iam_db_auth else opts.db_user
         record("cloud sql user", user, lambda: ctx.sql.delete_user(project, instance, user))
         record("cloud sql database", opts.database_name,
                lambda: ctx.sql.delete_database(project, instance, opts.database_name))

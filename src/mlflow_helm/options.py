@@ -19,6 +19,7 @@ INSTANCE_RE = re.compile(r"^[a-z][a-z0-9-]{0,96}[a-z0-9]$")
 REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 LOCATION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+(-[a-z])?$")
 GSA_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+DBUSER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 DBNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 CLUSTER_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 GKE_CONTEXT_RE = re.compile(r"^gke_(?P<project>[^_]+)_(?P<location>[^_]+)_(?P<cluster>.+)$")
@@ -45,6 +46,7 @@ class Options:
     cloudsql_instance: str = ""
     db_auth: str = "password"
     database_name: str = "mlflowdb"
+    db_user: str = "mlflow"
     ip_type: str = ""
     external_uri: str = ""
     identity: str = "gsa"
@@ -141,6 +143,9 @@ def validate(opts: Options) -> Options:
         raise _bad("--database-name", opts.database_name, "not a database name",
                    "use letters, digits and '_', starting with a letter")
 
+    if not DBUSER_RE.match(opts.db_user):
+        raise _bad("--db-user", opts.db_user, "not a database user name",
+                   "up to 32 lowercase letters, digits, '_' and '-'")
     if opts.local:
         conflicting = [
             flag for flag, value in (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .context import Context
-from .steps.cloudsql import BUILT_IN_USER, PASSWORD_KEY
+from .steps.cloudsql import PASSWORD_KEY
 
 
 def compute_values(ctx: Context) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def compute_values(ctx: Context) -> dict[str, Any]:
         if opts.iam_db_auth:
             cloudsql["user"] = ctx.iam_db_user
         else:
-            cloudsql.update(user=BUILT_IN_USER, existingSecret=opts.db_secret_name,
+            cloudsql.update(user=opts.db_user, existingSecret=opts.db_secret_name,
                             secretKey=PASSWORD_KEY)
         values["database"] = {"type": "cloudsql", "cloudsql": cloudsql}
     elif opts.database == "external":

@@ -36,6 +36,7 @@ BAD = [
     (["install", "--region", "mars"], "--region 'mars'"),
     (["install", "--database", "oracle"], "Invalid value for '--database'"),
     (["install", "--database-name", "1db"], "--database-name '1db'"),
+    (["install", "--db-user", "Robert'); DROP"], "--db-user"),
     (["install", "a" * 54], "not a Helm release name"),
 ]
 

@@ -154,6 +154,21 @@ def test_cloudsql_iam_mysql(world):
         "CLOUD_IAM_SERVICE_ACCOUNT"
 
 
+def test_second_release_on_a_shared_instance_gets_its_own_user(world):
+    do_install(world.context(database="cloudsql", cloudsql_instance="pg"))
+    first = world.google.state.users[(PROJECT, "pg")][("mlflow", "")]["password"]
+    ctx = world.context(release="team-b", namespace="team-b", database="cloudsql",
+                        cloudsql_instance="pg", database_name="team_b", db_user="team-b",
+                        gsa="team-b-mlflow")
+    do_install(ctx)
+    users = world.google.state.users[(PROJECT, "pg")]
+    assert users[("mlflow", "")]["password"] == first  # the first release still logs in
+    assert ("team-b", "") in users
+    values = json.loads(world.helm_calls("upgrade")[-1]["stdin"])
+    assert values["database"]["cloudsql"]["user"] == "team-b"
+    assert values["database"]["cloudsql"]["existingSecret"] == "team-b-mlflow-db"
+
+
 def test_incluster_database_with_gcs_artifacts(world):
     do_install(world.context(bucket="gs://team-artifacts", create_bucket=True))
     _, values = upgrade_call(world)

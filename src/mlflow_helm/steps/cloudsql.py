@@ -106,17 +106,17 @@ class DatabaseUserStep(Step):
         secret_name = f"{self.opts.namespace}/{self.opts.db_secret_name}"
         secret = self.ctx.kube.get_secret(self.opts.namespace, self.opts.db_secret_name)
         has_secret = bool(secret and secret.get(PASSWORD_KEY))
-        user = self._find(users, {BUILT_IN_USER}, iam=False)
+        user = self._find(users, {self.opts.db_user}, iam=False)
         where = f"on {self.ctx.facts.connection_name}"
         changes = [self.change(UNCHANGED if has_secret else CREATE, "secret", secret_name,
                                "database password (not shown)")]
         if user is None:
-            changes.append(self.change(CREATE, "cloud sql user", BUILT_IN_USER, where))
+            changes.append(self.change(CREATE, "cloud sql user", self.opts.db_user, where))
         elif not has_secret:
-            changes.append(self.change(UPDATE, "cloud sql user", BUILT_IN_USER,
+            changes.append(self.change(UPDATE, "cloud sql user", self.opts.db_user,
                                        f"new password {where}", host=user.get("host")))
         else:
-            changes.append(self.change(UNCHANGED, "cloud sql user", BUILT_IN_USER, where))
+            changes.append(self.change(UNCHANGED, "cloud sql user", self.opts.db_user, where))
         return changes
 
     def apply(self, changes: list[Change]) -> None:
@@ -136,10 +136,10 @@ class DatabaseUserStep(Step):
             if change.kind != "cloud sql user" or change.action == UNCHANGED:
                 continue
             if change.action == CREATE:
-                self.ctx.sql.create_user(project, instance, BUILT_IN_USER, "BUILT_IN",
+                self.ctx.sql.create_user(project, instance, self.opts.db_user, "BUILT_IN",
                                          password)
             else:
-                self.ctx.sql.set_password(project, instance, BUILT_IN_USER, password,
+                self.ctx.sql.set_password(project, instance, self.opts.db_user, password,
                                           change.data.get("host"))
 
 
