@@ -83,7 +83,8 @@ class TestRoutes:
         assert "uri" not in http.get("rewrite", {})
 
     def test_virtualservice_root_prefix_no_rewrite(self, helm):
-        values = {"virtualService": {"enabled": True, "prefix": "/", "hosts": ["mlflow.example.com"]}}
+        values = {"virtualService": {"enabled": True, "prefix": "/",
+                                     "hosts": ["mlflow.example.com"]}}
         (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
             "http"]
         assert http["match"] == [{"uri": {"prefix": "/"}}]
