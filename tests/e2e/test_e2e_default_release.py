@@ -12,6 +12,8 @@ from e2e_client import run_client
 from e2e_kube import POD_IP
 from e2e_release import Release, Services
 
+pytestmark = pytest.mark.xdist_group("default-release")  # one install per worker
+
 API = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
 
 

@@ -1,0 +1,49 @@
+"""The helm test must fail for real problems, and say which: a bucket that does not exist, a
+database that went away."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from e2e_release import Release
+from e2e_services import PostgreSQL
+
+
+def test_missing_bucket_fails_helm_test(release_factory) -> None:
+    rel = release_factory("missing-bucket", create_buckets=False, values={
+        "artifacts": {"type": "gcs", "gcs": {"bucket": "e2e-no-such-bucket"}},
+        "serviceAccount": {"gcpServiceAccount": "mlflow-sa@proj-e2e.iam.gserviceaccount.com"}})
+    rel.install()
+    code, output = rel.helm_test()
+    assert code != 0, output
+    failed = [line for line in output.splitlines() if line.startswith("FAIL")]
+    assert failed and failed[0].startswith("FAIL  artifact upload, download, delete"), output
+    # MLflow itself answers with a bare "Internal Server Error"; the script names the cause.
+    assert "could not use its artifact store" in failed[0] and "bucket exists" in failed[0], output
+    test_pod = next(p for p in rel.cluster.all("Pod") if p["metadata"]["name"].endswith("-test"))
+    if any(e["name"] == "MLFLOW_TEST_ARTIFACT_STORE" for e in test_pod["spec"]["containers"][0]["env"]):
+        assert "gs://e2e-no-such-bucket" in failed[0], output
+    assert "helm test FAILED" in output
+
+
+def test_database_down_fails_helm_test(helm4, services, e2e_dir) -> None:
+    # Its own PostgreSQL, so stopping it leaves the shared one to the other tests.
+    own = PostgreSQL().start()
+    try:
+        rel = Release(helm4, replace(services, postgres=own), e2e_dir / "database-down")
+        try:
+            rel.install()
+            code, output = rel.helm_test()
+            assert code == 0, output
+            own.stop()
+            code, output = rel.helm_test()
+            assert code != 0, output
+            failed = [line for line in output.splitlines() if line.startswith("FAIL")]
+            assert failed, output
+            print(f"\n[database down] {failed[0]}")
+            assert "Connection refused" in failed[0] or "connection" in failed[0].lower(), output
+            assert f"port {own.port}" in failed[0] or "database" in failed[0].lower(), output
+        finally:
+            rel.stop()
+    finally:
+        own.cleanup()

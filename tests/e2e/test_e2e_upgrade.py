@@ -1,0 +1,113 @@
+"""Upgrade keeps data: MLflow 2.22 (its own virtualenv) creates and fills the database and the
+artifact volume; then the chart's migration step for 3.17.2 moves the schema and the new server
+serves every run, metric and artifact unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from e2e_client import run_client
+from e2e_kube import free_port, wait_probe  # noqa: F401
+from e2e_services import spawn, stop_process, tail
+
+OLD_WORKLOAD = r"""
+import json, os, tempfile
+import mlflow
+from mlflow import MlflowClient
+
+out = {"mlflow": mlflow.__version__, "runs": {}}
+for e in range(2):
+    mlflow.set_experiment(f"legacy-{e}")
+    for r in range(3):
+        with mlflow.start_run(run_name=f"run-{e}-{r}") as run:
+            mlflow.log_param("lr", str(0.1 * (r + 1)))
+            mlflow.set_tag("generation", "2.22")
+            for step in range(4):
+                mlflow.log_metric("loss", float(e * 10 + r + step), step=step)
+            path = os.path.join(tempfile.mkdtemp(), "weights.txt")
+            with open(path, "w") as f:
+                f.write(f"weights {e}/{r}")
+            mlflow.log_artifact(path, artifact_path="out")
+            out["runs"][run.info.run_id] = {
+                "name": f"run-{e}-{r}", "lr": str(0.1 * (r + 1)),
+                "loss": [float(e * 10 + r + step) for step in range(4)],
+                "artifact": f"weights {e}/{r}",
+            }
+client = MlflowClient()
+client.create_registered_model("legacy-model")
+first = next(iter(out["runs"]))
+client.create_model_version("legacy-model", f"runs:/{first}/out", run_id=first)
+print(json.dumps(out))
+"""
+
+NEW_READER = r"""
+import json, tempfile
+import mlflow
+from mlflow import MlflowClient
+
+client = MlflowClient()
+runs = {}
+for exp in client.search_experiments(filter_string="name LIKE 'legacy-%'"):
+    for run in client.search_runs([exp.experiment_id]):
+        path = client.download_artifacts(run.info.run_id, "out/weights.txt", tempfile.mkdtemp())
+        runs[run.info.run_id] = {
+            "name": run.info.run_name, "lr": run.data.params["lr"],
+            "loss": [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)],
+            "artifact": open(path).read(),
+        }
+versions = client.search_model_versions("name='legacy-model'")
+print(json.dumps({"mlflow": mlflow.__version__, "runs": runs, "versions": len(versions)}))
+"""
+
+
+def test_upgrade_from_mlflow_2_22_keeps_data(release_factory, old_mlflow: Path) -> None:
+    rel = release_factory("upgrade")
+    # The release's database and artifact volume, first served by MLflow 2.22.
+    port = free_port()
+    env = {**rel._migrate_env(), "HOME": str(rel.workdir), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "DO_NOT_TRACK": "true", "PATH": f"{old_mlflow / 'bin'}:/usr/bin:/bin"}
+    log = rel.workdir / "mlflow-2.22-server.log"
+    with open(log, "wb") as out:
+        old = spawn([str(old_mlflow / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                     "--workers", "1", "--backend-store-uri", rel.backend_uri(), "--serve-artifacts",
+                     "--artifacts-destination", str(rel.artifact_dir())],
+                    env=env, stdout=out, stderr=out, cwd=rel.workdir)
+    try:
+        _wait_health(old, port, log)
+        before = run_client(OLD_WORKLOAD, f"http://127.0.0.1:{port}", rel.workdir / "old-client",
+                            python=str(old_mlflow / "bin" / "python"))
+    finally:
+        stop_process(old)
+    assert before["mlflow"].startswith("2.22.")
+    old_revision = rel.db_query("SELECT version_num FROM alembic_version")[0][0]
+
+    rel.install()  # migration Job (3.17.2) and the new server pod
+    migrate_log = next((rel.workdir / "pods").glob("mlflow-migrate-1-*/migrate.log")).read_text()
+    new_revision = rel.db_query("SELECT version_num FROM alembic_version")[0][0]
+    assert new_revision != old_revision
+    assert f"{old_revision} -> {new_revision}" in migrate_log, migrate_log
+
+    after = run_client(NEW_READER, rel.tracking_uri(), rel.workdir / "new-client")
+    assert after["mlflow"] == "3.17.2"
+    assert after["runs"] == before["runs"]
+    assert after["versions"] == 1
+    code, output = rel.helm_test()
+    assert code == 0, output
+
+
+def _wait_health(proc, port: int, log: Path, timeout: float = 120) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"MLflow 2.22 server exited:\n{tail(log)}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"MLflow 2.22 server not healthy:\n{tail(log)}")
