@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .render import FULLNAME, NAMESPACE, by_kind, get_object, render_chart
+from .render import FULLNAME, NAMESPACE, RenderError, by_kind, get_object, render_chart
 
 ROUTE_KINDS = ("Ingress", "HTTPRoute", "VirtualService")
 
@@ -140,3 +140,31 @@ class TestRoutes:
             "a request through the gateway keeps its external Host header, which "
             f"--allowed-hosts does not contain (VirtualService hosts {['*']}, no "
             "rewrite.authority): MLflow answers 403")
+
+    def test_httproute_without_hostnames_reaches_the_host_check(self, helm):
+        # httpRoute.hostnames defaults to []: the route then matches every Host the Gateway
+        # serves, and the Gateway passes the client's Host through. MLflow 3 refuses a Host that
+        # is not in --allowed-hosts (HTTP 403), so the route must present an allowed one
+        # (a URLRewrite filter's hostname), as the VirtualService does behind "*", or the chart
+        # must refuse the values, naming httpRoute.hostnames.
+        values = {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]}}
+        try:
+            objects = render_chart(helm, values)
+        except RenderError as refused:
+            assert "httpRoute.hostnames" in refused.stderr, refused.stderr
+            return
+        (rule,) = get_object(objects, "HTTPRoute", FULLNAME)["spec"]["rules"]
+        args = get_object(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"][
+            "containers"][0]["args"]
+        allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1]
+        rewritten = [f["urlRewrite"].get("hostname") for f in rule.get("filters", [])
+                     if f.get("type") == "URLRewrite"]
+        assert allowed == "*" or (rewritten and rewritten[0] in allowed.split(",")), (
+            "an HTTPRoute without hostnames forwards any client Host, which --allowed-hosts "
+            "does not contain: MLflow answers 403")
+
+    def test_httproute_with_hostnames_needs_no_rewrite(self, helm):
+        values = {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}],
+                                "hostnames": ["mlflow.example.com"]}}
+        (rule,) = get_object(render_chart(helm, values), "HTTPRoute", FULLNAME)["spec"]["rules"]
+        assert not [f for f in rule.get("filters", []) if f.get("type") == "URLRewrite"]
