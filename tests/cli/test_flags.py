@@ -149,3 +149,20 @@ def test_the_generated_password_is_never_printed(world, extra):
     password = base64.b64decode(secret["data"]["password"]).decode()
     assert len(password) >= 32 and password not in result.output
     assert "database password (not shown)" in result.output
+
+
+def test_helm_kubecontext_selects_the_context_and_its_project(world, tmp_path):
+    import yaml
+
+    config = yaml.safe_load(world.kubeconfig.read_text())
+    config["contexts"].append({"name": "gke_other-proj_europe-west1_prod",
+                               "context": {"cluster": "fake", "user": "fake"}})
+    path = tmp_path / "two-contexts"
+    path.write_text(yaml.safe_dump(config))
+    env = cli_env(world, KUBECONFIG=str(path),
+                  HELM_KUBECONTEXT="gke_other-proj_europe-west1_prod", HELM_DEBUG="false")
+    result = CliRunner().invoke(main, ["plan", "--bucket", "gs://team-artifacts",
+                                       "--create-bucket"], env=env)
+    # The project came from the selected context, not the current one (my-proj).
+    assert "GKE cluster prod not found in other-proj/europe-west1" in result.output
+    assert "Traceback" not in result.output  # HELM_DEBUG=false is not --debug
