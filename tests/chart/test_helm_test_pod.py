@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from .modes import GCS_DIRECT, GCS_SERVED
 from .render import (
+    CHART_DIR,
     FULLNAME,
     NAMESPACE,
     by_kind,
@@ -90,3 +93,15 @@ class TestHelmTestPod:
 
     def test_disabled(self, helm):
         assert by_kind(render_chart(helm, {"tests": {"enabled": False}}), "Pod") == []
+
+    def test_sets_every_variable_the_script_reads(self, helm):
+        # helm_test.py and the pod template are two halves of one contract: a variable the
+        # script reads but the pod never sets silently falls back to a default.
+        script = (CHART_DIR / "files" / "helm_test.py").read_text()
+        read = set(re.findall(r"os\.environ(?:\.get)?[\[(]\"(MLFLOW_TEST_[A-Z_]+)\"", script))
+        # MLFLOW_TEST_CONNECT_TO is for running the script outside the cluster (e2e tests).
+        read.discard("MLFLOW_TEST_CONNECT_TO")
+        for values in ({}, GCS_SERVED, GCS_DIRECT):
+            env = env_of(helm_test_pod(helm, values)["spec"]["containers"][0])
+            missing = sorted(read - set(env))
+            assert not missing, f"helm_test.py reads {missing}, the test pod does not set them"

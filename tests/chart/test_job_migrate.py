@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from .modes import CLOUDSQL_MODES, DATABASE_MODES, merge
-from .render import FULLNAME, by_kind, container, env_value, get_object, render_chart
+from .render import CHART_DIR, FULLNAME, by_kind, container, env_value, get_object, render_chart
 
 
 def job(helm: str, values: dict | None = None, extra_args: tuple[str, ...] = ()) -> dict:
@@ -93,3 +95,16 @@ class TestJobMigrate:
             assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert j["spec"]["template"]["metadata"]["labels"][
             "app.kubernetes.io/component"] == "migrate"
+
+    def test_db_script_knows_every_flag_the_chart_passes(self, helm):
+        script = (CHART_DIR / "files" / "db.py").read_text()
+        known = set(re.findall(r"add_argument\(\s*\"(--[a-z-]+)\"", script))
+        objects = render_chart(helm, {"auth": {"enabled": True}})
+        commands = [container(by_kind(objects, "Job")[0]["spec"]["template"]["spec"],
+                              "migrate")["command"],
+                    container(get_object(objects, "Deployment", FULLNAME)["spec"]["template"][
+                        "spec"], "wait-for-schema", init=True)["command"]]
+        for command in commands:
+            assert command[:2] == ["python", "/opt/mlflow-helm/db.py"]
+            flags = {a.split("=", 1)[0] for a in command[2:] if a.startswith("--")}
+            assert flags <= known, f"db.py does not accept {sorted(flags - known)}"
