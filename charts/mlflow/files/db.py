@@ -104,6 +104,38 @@ def schemas(with_auth: bool) -> list[tuple[str, str, object]]:
     return result
 
 
+def check_mysql_binlog(engine) -> None:
+    """Fail before migrating when MySQL would refuse MLflow's triggers half-way.
+
+    With the binary log on (Cloud SQL keeps it for point-in-time recovery) and
+    log_bin_trust_function_creators off, MySQL refuses CREATE TRIGGER to a user without SUPER
+    (error 1419). MLflow's migrations create a table and then its trigger, and MySQL's DDL is not
+    transactional: the failed run leaves the table behind and every retry then fails with
+    "Table ... already exists".
+    """
+    import sqlalchemy
+
+    if engine.dialect.name != "mysql":
+        return
+    with engine.connect() as conn:
+        log_bin, trust = conn.execute(
+            sqlalchemy.text("SELECT @@log_bin, @@log_bin_trust_function_creators")
+        ).one()
+        if not int(log_bin) or int(trust):
+            return
+        grants = " ".join(str(row[0]) for row in conn.execute(sqlalchemy.text("SHOW GRANTS")))
+    if "SUPER" in grants or "ALL PRIVILEGES ON *.*" in grants:
+        return
+    fail(
+        "MySQL has the binary log on and log_bin_trust_function_creators off, so it would refuse "
+        "the triggers MLflow's migrations create (error 1419) and leave the schema half-migrated. "
+        "Set the database flag log_bin_trust_function_creators=on (Cloud SQL: gcloud sql instances "
+        "patch INSTANCE --database-flags=log_bin_trust_function_creators=on,<the instance's other "
+        "flags>, since --database-flags replaces them) and run the migration again. "
+        "Nothing was changed."
+    )
+
+
 def upgrade(uri: str, with_auth: bool, timeout: float) -> None:
     import mlflow
     from mlflow.db import upgrade as mlflow_db_upgrade
@@ -111,6 +143,8 @@ def upgrade(uri: str, with_auth: bool, timeout: float) -> None:
     engine = wait_for_database(uri, timeout)
     before = {label: current_revision(engine, table) for label, table, _ in schemas(with_auth)}
     log(f"MLflow {mlflow.__version__}, database {redacted(uri)}")
+    if before["tracking"] != tracking_script().get_current_head():
+        check_mysql_binlog(engine)
     # The same code path as `mlflow db upgrade URI`, in process so the URI (which may hold a
     # MySQL password) never appears in a process list.
     mlflow_db_upgrade.callback(uri)
