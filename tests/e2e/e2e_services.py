@@ -220,7 +220,8 @@ class MariaDB:
 
     engine = "mysql"
 
-    def __init__(self) -> None:
+    def __init__(self, trust_function_creators: bool = True) -> None:
+        self.trust_function_creators = trust_function_creators
         self.mariadbd = require(shutil.which("mariadbd") or "/usr/sbin/mariadbd", "MariaDB server (mariadbd)")
         self.install_db = require("mariadb-install-db", "mariadb-install-db")
         self.dir = service_dir("mariadb")
@@ -249,7 +250,7 @@ class MariaDB:
              # MLflow's migrations (they create triggers) need the instance flag
              # log_bin_trust_function_creators=on, which the Cloud SQL instance must carry too.
              f"--log-bin={self.data / 'binlog'}", "--server-id=1", "--binlog-format=ROW",
-             "--log-bin-trust-function-creators=1",
+             f"--log-bin-trust-function-creators={int(self.trust_function_creators)}",
              "--innodb-flush-log-at-trx-commit=0", "--sync-binlog=0", "--max-connections=400",
              "--innodb-buffer-pool-size=64M"],
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=self.dir,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from e2e_release import Release
-from e2e_services import PostgreSQL
+import pytest
+from e2e_release import Database, Release, secret
+from e2e_services import MariaDB, PostgreSQL
+
+INSTANCE = "proj-e2e:europe-west1:mlflow"
 
 
 def test_missing_bucket_fails_helm_test(release_factory) -> None:
@@ -45,5 +48,31 @@ def test_database_down_fails_helm_test(helm4, services, e2e_dir) -> None:
             assert f"port {own.port}" in failed[0] or "database" in failed[0].lower(), output
         finally:
             rel.stop()
+    finally:
+        own.cleanup()
+
+
+def test_mysql_binlog_without_trust_flag_stops_before_migrating(helm4, services, e2e_dir) -> None:
+    """Cloud SQL for MySQL keeps a binary log; without log_bin_trust_function_creators MySQL
+    refuses MLflow's triggers half-way through the migrations (and a retry then finds the table
+    already there). The migration step must stop first, name the flag, and change nothing."""
+    own = MariaDB(trust_function_creators=False).start()
+    try:
+        rel = Release(helm4, replace(services, mariadb=own), e2e_dir / "mysql-binlog",
+                      values={"database": {"type": "cloudsql", "cloudsql": {
+                          "instanceConnectionName": INSTANCE, "engine": "mysql",
+                          "existingSecret": "mlflow-cloudsql"}}},
+                      extra_objects=[secret("mlflow-cloudsql", password="Cl0udSqlPw-e2e")],
+                      database=Database("mysql", "mlflowdb", "mlflow", "Cl0udSqlPw-e2e"))
+        with pytest.raises(AssertionError) as failure:
+            rel.migrate("mlflow-migrate-1-first")
+        message = str(failure.value)
+        assert "log_bin_trust_function_creators=on" in message, message
+        assert "Nothing was changed" in message
+        assert rel.db_query("SHOW TABLES") == []
+        # The DBA sets the flag; the Job's next attempt migrates.
+        own.admin("SET GLOBAL log_bin_trust_function_creators = 1")
+        output = rel.migrate("mlflow-migrate-1-retry").output()
+        assert "migrations done" in output, output
     finally:
         own.cleanup()
