@@ -106,3 +106,29 @@ class TestStatefulSetPostgresql:
         objects = render_chart(helm, DATABASE_MODES[mode])
         assert by_kind(objects, "StatefulSet") == []
         assert [o for o in objects if "postgresql" in o["metadata"]["name"]] == []
+
+    def test_default_connection_budget_fits(self, helm):
+        # values.yaml: keep max_connections above replicas x workers x (pool size + overflow),
+        # plus the migration Job and the schema waits. The defaults must hold it themselves.
+        objects = render_chart(helm)
+        dep = get_object(objects, "Deployment", FULLNAME)
+        server = container(dep["spec"]["template"]["spec"], "mlflow")
+        env = {e["name"]: e.get("value") for e in server["env"]}
+        workers = int(next(a for a in server["args"] if a.startswith("--workers=")).split("=")[1])
+        per_worker = (int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"])
+                      + int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]))
+        budget = dep["spec"]["replicas"] * workers * per_worker + 10
+        args = container(get_object(objects, "StatefulSet", PG)["spec"]["template"]["spec"],
+                         "postgresql")["args"]
+        max_connections = int(next(a for a in args if a.startswith("max_connections=")).split(
+            "=")[1])
+        assert budget <= max_connections, (budget, max_connections)
+
+    def test_image_overrides(self, helm):
+        values = {"postgresql": {"image": {"registry": "mirror.example.com",
+                                           "repository": "lib/postgres", "tag": "17.2"}}}
+        c = container(statefulset(helm, values)["spec"]["template"]["spec"], "postgresql")
+        assert c["image"] == "mirror.example.com/lib/postgres:17.2"
+        values = {"postgresql": {"image": {"digest": "sha256:" + "b" * 64}}}
+        c = container(statefulset(helm, values)["spec"]["template"]["spec"], "postgresql")
+        assert c["image"] == "docker.io/library/postgres@sha256:" + "b" * 64
