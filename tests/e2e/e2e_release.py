@@ -36,6 +36,7 @@ class Database:
     name: str
     user: str
     password: str | None  # None: IAM database authentication
+    cloudsql: bool = False  # made as Cloud SQL makes it (ownership, IAM user grants)
 
 
 def secret(name: str, namespace: str = "mlflow", **data: str) -> dict:
@@ -102,7 +103,14 @@ class Release:
         if self.database is not None:
             db = self.database
             self.db_engine, self.db_name = db.engine, db.name
-            self.services.for_engine(db.engine).provision(db.name, db.user, db.password)
+            server = self.services.for_engine(db.engine)
+            server.provision(db.name, db.user, db.password, cloudsql=db.cloudsql)
+            if db.cloudsql and db.engine == "postgres" and db.password is None:
+                # What `mlflow-helm install` does once for a PostgreSQL IAM user.
+                from mlflow_helm.dbgrant import grant_statements
+
+                for database, statement in grant_statements(db.name, db.user):
+                    server.query(database, statement)
         elif statefulset is None:
             # A ci/ values file with an outside database: create what its URI names.
             uri = urlsplit(self.backend_uri())

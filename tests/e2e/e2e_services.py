@@ -27,6 +27,8 @@ INSTALL_HINT = "run scripts/bootstrap.sh (it installs the Debian packages postgr
 # Cloud SQL puts IAM database users in this role; here it gets trust authentication, standing in
 # for the OAuth token the proxy's --auto-iam-authn sends.
 IAM_ROLE = "cloudsqliamuser"
+# Cloud SQL's owner of databases made through the Admin API; its built-in users are members.
+SUPERUSER_ROLE = "cloudsqlsuperuser"
 
 
 # Every long-running child this suite started, stopped at exit even when a test run is cut short.
@@ -150,7 +152,7 @@ class PostgreSQL:
         )
         wait_port(self.port, self.proc, self.log)
         self._wait_ready()
-        self.admin(f"CREATE ROLE {IAM_ROLE} NOLOGIN")
+        self.admin(f"CREATE ROLE {IAM_ROLE} NOLOGIN", f"CREATE ROLE {SUPERUSER_ROLE} NOLOGIN CREATEDB CREATEROLE")
         return self
 
     def _wait_ready(self, timeout: float = 30) -> None:
@@ -184,24 +186,25 @@ class PostgreSQL:
             conn.close()
         return rows
 
-    def provision(self, database: str, user: str, password: str | None) -> None:
-        """A fresh, empty database owned by `user`; no password means an IAM user."""
+    def provision(self, database: str, user: str, password: str | None, cloudsql: bool = False) -> None:
+        """A fresh, empty database for `user`; no password means an IAM user.
+
+        Plain: the database is owned by the user (the postgres image, a DBA's CREATE DATABASE).
+        Cloud SQL: as the Admin API makes it, owned by cloudsqlsuperuser, whose members are the
+        built-in (password) users; IAM users are in cloudsqliamuser only and, since PostgreSQL
+        15, may not create in schema public until granted (the CLI's grant, mlflow_helm.dbgrant).
+        """
         ident = '"' + user.replace('"', '""') + '"'
         db = '"' + database.replace('"', '""') + '"'
-        exists = self.admin("SELECT 1 FROM pg_roles WHERE rolname = '" + user.replace("'", "''") + "'")
+        self.admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        if self.admin("SELECT 1 FROM pg_roles WHERE rolname = '" + user.replace("'", "''") + "'"):
+            self.admin(f"DROP OWNED BY {ident}", f"DROP ROLE {ident}")
         if password is None:
-            auth = f"PASSWORD NULL IN ROLE {IAM_ROLE}" if not exists else "PASSWORD NULL"
+            self.admin(f"CREATE ROLE {ident} LOGIN IN ROLE {IAM_ROLE}")
         else:
-            auth = "PASSWORD '" + password.replace("'", "''") + "'"
-        self.admin(
-            f"DROP DATABASE IF EXISTS {db} WITH (FORCE)",
-            f"{'ALTER' if exists else 'CREATE'} ROLE {ident} LOGIN {auth}",
-        )
-        if password is None and exists:
-            self.admin(f"GRANT {IAM_ROLE} TO {ident}")
-        if password is not None:
-            self.admin(f"REVOKE {IAM_ROLE} FROM {ident}")
-        self.admin(f"CREATE DATABASE {db} OWNER {ident}")
+            groups = f" IN ROLE {SUPERUSER_ROLE}" if cloudsql else ""
+            self.admin(f"CREATE ROLE {ident} LOGIN PASSWORD '" + password.replace("'", "''") + "'" + groups)
+        self.admin(f"CREATE DATABASE {db} OWNER {SUPERUSER_ROLE if cloudsql else ident}")
 
     def query(self, database: str, statement: str) -> list:
         return self.admin(statement, dbname=database)
@@ -275,7 +278,7 @@ class MariaDB:
             conn.close()
         return rows
 
-    def provision(self, database: str, user: str, password: str | None) -> None:
+    def provision(self, database: str, user: str, password: str | None, cloudsql: bool = False) -> None:
         conn = self._connect()
         try:
             with conn.cursor() as cur:

@@ -37,7 +37,7 @@ def cloudsql(engine: str, auth: str) -> Config:
     if auth == "password":
         values["database"]["cloudsql"]["existingSecret"] = "mlflow-cloudsql"
         extra.append(secret("mlflow-cloudsql", password="Cl0udSqlPw-e2e"))
-        db = Database(engine, "mlflowdb", "mlflow", "Cl0udSqlPw-e2e")
+        db = Database(engine, "mlflowdb", "mlflow", "Cl0udSqlPw-e2e", cloudsql=True)
     else:
         # `user: ""` derives the IAM user from serviceAccount.gcpServiceAccount. (With the
         # default `user: mlflow` left in place, IAM auth would log in as "mlflow" and fail.)
@@ -45,7 +45,7 @@ def cloudsql(engine: str, auth: str) -> Config:
         # The IAM user Cloud SQL creates for the service account: PostgreSQL drops
         # ".gserviceaccount.com", MySQL keeps the name before "@".
         user = GSA.removesuffix(".gserviceaccount.com") if engine == "postgres" else GSA.split("@")[0]
-        db = Database(engine, "mlflowdb", user, None)
+        db = Database(engine, "mlflowdb", user, None, cloudsql=True)
     return Config(f"cloudsql-{engine}-{auth}", values, extra_objects=extra, database=db)
 
 
