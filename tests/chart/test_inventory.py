@@ -6,6 +6,8 @@ written down here, so a change in what chart-testing installs is always a review
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .render import CHART_DIR, FULLNAME, NAMESPACE, kind_names, load_yaml, render_chart
@@ -67,6 +69,14 @@ class TestInventory:
         expected = EXPECTED.get(ci_file)
         assert expected is not None, f"add {ci_file} to EXPECTED (see the test above)"
         assert actual == expected, diff(actual, expected)
+
+    @pytest.mark.parametrize("ci_file", CI_FILES)
+    def test_ci_file_needs_no_google_cloud(self, helm, ci_file):
+        # chart-testing installs each ci/ file on a plain kind cluster: nothing may need GCP.
+        values = load_yaml(CHART_DIR / "ci" / ci_file) or {}
+        text = json.dumps(render_chart(helm, values))
+        for marker in ("gs://", "cloud-sql-proxy", "iam.gke.io/gcp-service-account"):
+            assert marker not in text, f"{ci_file} renders {marker!r}"
 
     def test_names_fit_dns_labels(self, helm):
         # Object names become DNS labels (Services) or pod name prefixes: at most 63 characters,
