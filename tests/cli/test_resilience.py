@@ -3,6 +3,9 @@ half-way, slow consistency, failed operations, missing permissions."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from mlflow_helm.commands import PHASES, do_install
@@ -89,18 +92,60 @@ def test_retries_are_bounded(world):
     assert world.mutating() == []
 
 
-STEPS = [cls.name for phase in PHASES for cls in phase]
-
-
 class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("crash_after", ["service-account", "bucket", "database",
-                                         "bucket-iam", "workload-identity", "project-iam",
-                                         "database-user", "release"])
+def end_state(world, bucket: bool = True) -> dict:
+    """Everything a run leaves behind that a user could see (minus secrets' values)."""
+    helm_state = json.loads(world.state.read_text())
+    return {
+        "google": world.google.snapshot(),
+        "bucket": sorted((b["role"], tuple(sorted(b["members"]))) for b in
+                         world.gcs._holder("team-artifacts")["policy"]["bindings"])
+        if bucket else None,
+        "kube": sorted(k for k in world.kube.objects),
+        "namespaces": sorted(world.kube.namespaces),
+        "release": {k: (v["revision"], v["values"]) for k, v in helm_state.items()},
+    }
+
+
+# What a clean run of FULL leaves (checked against a real clean run below).
+CLEAN_FULL_GOOGLE = {
+    "accounts": {GSA: [("roles/iam.workloadIdentityUser",
+                        (f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/mlflow]",))]},
+    "databases": {f"{PROJECT}:my-sql": ["mysql"], f"{PROJECT}:pg": ["mlflowdb", "postgres"]},
+    "flags": {f"{PROJECT}:my-sql": [], f"{PROJECT}:pg": []},
+    "project_policies": {PROJECT: [("roles/cloudsql.client", (f"serviceAccount:{GSA}",)),
+                                   ("roles/owner", ("user:owner@x.com",))]},
+    "users": {f"{PROJECT}:my-sql": [("root", "BUILT_IN")],
+              f"{PROJECT}:pg": [("mlflow", "BUILT_IN"), ("postgres", "BUILT_IN")]},
+}
+
+
+def clean_full_state(world) -> dict:
+    return {
+        "google": CLEAN_FULL_GOOGLE,
+        "bucket": [("roles/storage.legacyBucketOwner",
+                    ("projectEditor:123456789012", "projectOwner:123456789012")),
+                   ("roles/storage.legacyBucketReader", ("projectViewer:123456789012",)),
+                   ("roles/storage.objectUser", (f"serviceAccount:{GSA}",))],
+        "kube": [("secrets", "mlflow", "mlflow-db")],
+        "namespaces": ["default", "mlflow"],
+        "release": {"mlflow/mlflow": (1, json.loads(world.helm_calls("upgrade")[0]["stdin"]))},
+    }
+
+
+def test_clean_run_state(world):
+    do_install(world.context(**FULL))
+    assert end_state(world) == clean_full_state(world)
+
+
+@pytest.mark.parametrize("crash_after", [cls.name for phase in PHASES for cls in phase
+                                         if cls.name not in ("instance-flags",
+                                                             "database-grant",
+                                                             "external-db-secret")])
 def test_crash_after_a_step_then_rerun_converges(world, crash_after):
-    # A clean run elsewhere gives the reference end state.
     def crash(step):
         if step == crash_after:
             raise Crash(step)
@@ -112,22 +157,43 @@ def test_crash_after_a_step_then_rerun_converges(world, crash_after):
     do_install(world.context(**FULL))
     third = do_install(world.context(**FULL))
     assert {c.action for c in third.changes} == {"unchanged"}
-    snap = world.google.snapshot()
-    assert snap["accounts"][GSA] == [("roles/iam.workloadIdentityUser",
-                                      (f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/mlflow]",))]
-    assert ("roles/cloudsql.client", (f"serviceAccount:{GSA}",)) in \
-        snap["project_policies"][PROJECT]
-    assert "mlflowdb" in snap["databases"][f"{PROJECT}:pg"]
-    assert ("mlflow", "BUILT_IN") in snap["users"][f"{PROJECT}:pg"]
-    assert world.gcs.members("team-artifacts", "roles/storage.objectUser") == \
-        [f"serviceAccount:{GSA}"]
+    assert end_state(world) == clean_full_state(world)
     # The user's password and the Secret still agree after the crash.
-    import base64
-
     secret = world.kube.secret("mlflow", "mlflow-db")
     password = base64.b64decode(secret["data"]["password"]).decode()
     assert world.google.state.users[(PROJECT, "pg")][("mlflow", "")]["password"] == password
-    assert len(world.helm_calls("upgrade")) == 1
+
+
+IAM = dict(database="cloudsql", cloudsql_instance="pg", db_auth="iam")
+
+
+@pytest.mark.parametrize("crash_after", [None, "instance-flags", "database-grant"])
+def test_iam_auth_crash_after_a_step_then_rerun_converges(world, crash_after):
+    connector = RecordingConnector()
+
+    def ctx_with(crash=None):
+        ctx = world.context(**IAM)
+        ctx.db_connector = connector
+        if crash:
+            def after(step):
+                if step == crash:
+                    raise Crash(step)
+            ctx.after_apply = after
+        return ctx
+
+    if crash_after:
+        with pytest.raises(Crash):
+            do_install(ctx_with(crash_after))
+    do_install(ctx_with())
+    assert {c.action for c in do_install(ctx_with()).changes} == {"unchanged"}
+    state = end_state(world, bucket=False)
+    assert state["google"]["flags"][f"{PROJECT}:pg"] == [("cloudsql.iam_authentication", "on")]
+    assert state["google"]["users"][f"{PROJECT}:pg"] == [
+        (f"mlflow@{PROJECT}.iam", "CLOUD_IAM_SERVICE_ACCOUNT"), ("postgres", "BUILT_IN")]
+    assert ("configmaps", "mlflow", "mlflow-db-grant") in state["kube"]
+    assert state["release"]["mlflow/mlflow"][0] == 1
+    # The marker is written with the grant, so whatever the crash, the grant ran once.
+    assert len(connector.statements) == 2
 
 
 def test_crash_before_the_secret_is_known_resets_the_password(world):
