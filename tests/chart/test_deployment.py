@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -169,6 +170,30 @@ class TestDeployment:
         assert "route.example.com" not in hosts
         assert "vs.example.com" not in hosts
         assert "mlflow.example.com" not in hosts  # ingress.hosts default, ingress off
+
+    @pytest.mark.parametrize(
+        ("client", "host"),
+        [("port-forward", "localhost:5000"), ("port-forward-ip", "127.0.0.1:5000"),
+         ("in-cluster-fqdn", f"{FULLNAME}.{NAMESPACE}.svc.cluster.local:5000"),
+         ("in-cluster-short", f"{FULLNAME}:5000"),
+         ("in-cluster-ns", f"{FULLNAME}.{NAMESPACE}"),
+         ("kubelet-or-pod-ip", "10.8.3.17:5000"),
+         ("ingress", "mlflow.example.com"),
+         ("extra-wildcard", "team.corp.example.com")],
+    )
+    def test_clients_pass_the_host_check(self, helm, client, host):
+        # MLflow's check (security_utils.is_allowed_host_header): fnmatch for patterns with
+        # "*", equality otherwise.
+        values = {"ingress": {"enabled": True},
+                  "server": {"allowedHosts": {"extra": ["*.corp.example.com"]}}}
+        hosts = allowed_hosts(helm, values)
+        assert any(fnmatch.fnmatch(host, h) if "*" in h else host == h for h in hosts), (
+            f"{client}: Host {host} is refused")
+
+    def test_other_hosts_are_refused(self, helm):
+        hosts = allowed_hosts(helm)
+        for host in ("evil.example.com", "mlflow.example.com", "34.1.2.3:5000"):
+            assert not any(fnmatch.fnmatch(host, h) if "*" in h else host == h for h in hosts)
 
     def test_allowed_hosts_disabled(self, helm):
         args = args_of(helm, {"server": {"allowedHosts": {"enabled": False}}})
