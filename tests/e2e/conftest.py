@@ -17,8 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_release import APP_VERSION, Release, Services  # noqa: E402
-from e2e_services import FakeGCS, MariaDB, PostgreSQL  # noqa: E402
+from e2e_release import APP_VERSION, Release, Services
+from e2e_services import FakeGCS, MariaDB, PostgreSQL
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parents[1]
@@ -47,11 +47,16 @@ def _mlflow_of_app_version() -> None:
     try:
         import mlflow
     except ImportError:
-        pytest.fail("mlflow is not installed: pip install -e '.[e2e]' (or run scripts/bootstrap.sh)",
-                    pytrace=False)
+        pytest.fail(
+            "mlflow is not installed: pip install -e '.[e2e]' (or run scripts/bootstrap.sh)",
+            pytrace=False,
+        )
     if mlflow.__version__ != APP_VERSION:
-        pytest.fail(f"MLflow {mlflow.__version__} installed, the chart's appVersion is {APP_VERSION}: "
-                    "pip install -e '.[e2e]'", pytrace=False)
+        pytest.fail(
+            f"MLflow {mlflow.__version__} installed, the chart's appVersion is {APP_VERSION}: "
+            "pip install -e '.[e2e]'",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +96,10 @@ def release_factory(helm4: str, services: Services, e2e_dir: Path) -> Iterator:
     for rel in made:
         rel.stop()
         if rel.timings:
-            print(f"\n[e2e timings] {rel.workdir.name}: " + ", ".join(f"{k} {v:.1f}s" for k, v in rel.timings.items()))
+            print(
+                f"\n[e2e timings] {rel.workdir.name}: "
+                + ", ".join(f"{k} {v:.1f}s" for k, v in rel.timings.items())
+            )
 
 
 @pytest.fixture(scope="session")
@@ -103,11 +111,19 @@ def old_mlflow() -> Path:
     if not marker.exists() or marker.read_text() != "\n".join(requirements):
         uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
         if not uv:
-            pytest.fail("uv not found: pip install uv (the upgrade test builds an MLflow 2.22 "
-                        f"virtualenv in {OLD_VENV})", pytrace=False)
-        subprocess.run([uv, "venv", "-q", "--allow-existing", "--python", sys.executable, str(OLD_VENV)],
-                       check=True)
-        subprocess.run([uv, "pip", "install", "-q", *requirements],
-                       env={**os.environ, "VIRTUAL_ENV": str(OLD_VENV)}, check=True)
+            pytest.fail(
+                "uv not found: pip install uv (the upgrade test builds an MLflow 2.22 "
+                f"virtualenv in {OLD_VENV})",
+                pytrace=False,
+            )
+        subprocess.run(
+            [uv, "venv", "-q", "--allow-existing", "--python", sys.executable, str(OLD_VENV)],
+            check=True,
+        )
+        subprocess.run(
+            [uv, "pip", "install", "-q", *requirements],
+            env={**os.environ, "VIRTUAL_ENV": str(OLD_VENV)},
+            check=True,
+        )
         marker.write_text("\n".join(requirements))
     return OLD_VENV

@@ -10,8 +10,14 @@ import sys
 from pathlib import Path
 
 
-def run_client(script: str, tracking_uri: str, workdir: Path, python: str = sys.executable,
-               env: dict[str, str] | None = None, timeout: float = 300) -> dict:
+def run_client(
+    script: str,
+    tracking_uri: str,
+    workdir: Path,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> dict:
     """Run `script` (which prints one JSON object on its last line) and return that object."""
     workdir.mkdir(parents=True, exist_ok=True)
     full_env = {
@@ -26,8 +32,16 @@ def run_client(script: str, tracking_uri: str, workdir: Path, python: str = sys.
         **{k: v for k, v in os.environ.items() if k in ("SYSTEMROOT",)},
         **(env or {}),
     }
-    result = subprocess.run([python, "-c", script], env=full_env, cwd=workdir, capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(
+        [python, "-c", script],
+        env=full_env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if result.returncode != 0:
-        raise AssertionError(f"client script failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"client script failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-6000:]}"
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])

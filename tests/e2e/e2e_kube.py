@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-
 from e2e_services import free_port, spawn, stop_process, tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,20 +39,28 @@ CLOUDSQL_PROXY_IMAGE = "cloud-sql-connectors/cloud-sql-proxy"
 
 # ------------------------------------------------------------------------------ rendering ----
 
-def render(helm: str, values: dict | None = None, values_files: Iterable[Path] = (),
-           release: str = "mlflow", namespace: str = "mlflow") -> list[dict]:
+
+def render(
+    helm: str,
+    values: dict | None = None,
+    values_files: Iterable[Path] = (),
+    release: str = "mlflow",
+    namespace: str = "mlflow",
+) -> list[dict]:
     cmd = [helm, "template", release, str(CHART_DIR), "--namespace", namespace]
     for path in values_files:
         cmd += ["--values", str(path)]
     cmd += ["--values", "-"]
-    result = subprocess.run(cmd, input=yaml.safe_dump(values or {}), capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        cmd, input=yaml.safe_dump(values or {}), capture_output=True, text=True, timeout=60
+    )
     if result.returncode != 0:
         raise AssertionError(f"helm template failed:\n{result.stderr}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 # --------------------------------------------------------------------------- expansion ----
+
 
 def expand(text: str, lookup: Callable[[str], str | None]) -> str:
     """Kubernetes' $(VAR) expansion (third_party/forked/golang/expansion): `$$` is a literal `$`,
@@ -65,7 +72,7 @@ def expand(text: str, lookup: Callable[[str], str | None]) -> str:
     while cursor < n:
         if text[cursor] == "$" and cursor + 1 < n:
             out.append(text[checkpoint:cursor])
-            rest = text[cursor + 1:]
+            rest = text[cursor + 1 :]
             if rest[0] == "$":
                 out.append("$")
                 advance = 1
@@ -94,6 +101,7 @@ ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 # ------------------------------------------------------------------------------ cluster ----
 
+
 class KubeError(AssertionError):
     """What would leave a pod in CreateContainerConfigError (or a similar state) on a cluster."""
 
@@ -116,8 +124,11 @@ class Cluster:
         self.objects.extend(objects)
 
     def get(self, kind: str, name: str | None = None) -> dict:
-        found = [o for o in self.objects if o.get("kind") == kind
-                 and (name is None or o["metadata"]["name"] == name)]
+        found = [
+            o
+            for o in self.objects
+            if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)
+        ]
         if len(found) != 1:
             raise AssertionError(f"expected one {kind} {name or ''}, rendered {len(found)}")
         return found[0]
@@ -144,7 +155,9 @@ class Cluster:
         if cm is None:
             return None
         data = dict(cm.get("data") or {})
-        data.update({k: base64.b64decode(v).decode() for k, v in (cm.get("binaryData") or {}).items()})
+        data.update(
+            {k: base64.b64decode(v).decode() for k, v in (cm.get("binaryData") or {}).items()}
+        )
         return data
 
     def pvc_dir(self, claim: str) -> Path:
@@ -157,10 +170,16 @@ class Cluster:
     def service_env(self) -> dict[str, str]:
         """The docker-links style variables the kubelet injects for every Service of the namespace
         (enableServiceLinks defaults to true), with made-up cluster IPs."""
-        env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443",
-               "KUBERNETES_SERVICE_PORT_HTTPS": "443", "KUBERNETES_PORT": "tcp://10.96.0.1:443",
-               "KUBERNETES_PORT_443_TCP": "tcp://10.96.0.1:443", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
-               "KUBERNETES_PORT_443_TCP_PORT": "443", "KUBERNETES_PORT_443_TCP_ADDR": "10.96.0.1"}
+        env = {
+            "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+            "KUBERNETES_SERVICE_PORT": "443",
+            "KUBERNETES_SERVICE_PORT_HTTPS": "443",
+            "KUBERNETES_PORT": "tcp://10.96.0.1:443",
+            "KUBERNETES_PORT_443_TCP": "tcp://10.96.0.1:443",
+            "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+            "KUBERNETES_PORT_443_TCP_PORT": "443",
+            "KUBERNETES_PORT_443_TCP_ADDR": "10.96.0.1",
+        }
         for i, svc in enumerate(self.all("Service")):
             spec = svc["spec"]
             if spec.get("clusterIP") == "None":
@@ -175,7 +194,9 @@ class Cluster:
                     env[f"{prefix}_SERVICE_PORT"] = str(port["port"])
                     env[f"{prefix}_PORT"] = f"{proto.lower()}://{ip}:{port['port']}"
                 if port.get("name"):
-                    env[f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
+                    env[f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(
+                        port["port"]
+                    )
                 base = f"{prefix}_PORT_{port['port']}_{proto}"
                 env[base] = f"{proto.lower()}://{ip}:{port['port']}"
                 env[f"{base}_PROTO"] = proto.lower()
@@ -187,8 +208,12 @@ class Cluster:
         """In-cluster `host:port` -> local `host:port`, for every DNS form of each Service."""
         result = dict(self.extra_addresses)
         for name, ports in self.service_backends.items():
-            forms = [name, f"{name}.{self.namespace}", f"{name}.{self.namespace}.svc",
-                     f"{name}.{self.namespace}.svc.{CLUSTER_DOMAIN}"]
+            forms = [
+                name,
+                f"{name}.{self.namespace}",
+                f"{name}.{self.namespace}.svc",
+                f"{name}.{self.namespace}.svc.{CLUSTER_DOMAIN}",
+            ]
             for port, (host, local_port) in ports.items():
                 for form in forms:
                     result[f"{form}:{port}"] = f"{host}:{local_port}"
@@ -196,6 +221,7 @@ class Cluster:
 
 
 # --------------------------------------------------------------------------------- pods ----
+
 
 @dataclass
 class Process:
@@ -208,7 +234,9 @@ class Process:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AssertionError(f"{self.name} still running after {timeout}s:\n{tail(self.log)}") from None
+            raise AssertionError(
+                f"{self.name} still running after {timeout}s:\n{tail(self.log)}"
+            ) from None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -248,8 +276,11 @@ class Pod:
             if data is None:
                 if src.get("optional"):
                     return path
-                raise KubeError(f"volume {volume['name']}: {'ConfigMap' if 'configMap' in volume else 'Secret'} "
-                                f"{src.get('name') or src.get('secretName')} not found")
+                kind = "ConfigMap" if "configMap" in volume else "Secret"
+                raise KubeError(
+                    f"volume {volume['name']}: {kind} "
+                    f"{src.get('name') or src.get('secretName')} not found"
+                )
             mode = src.get("defaultMode", 0o644)
             items = src.get("items") or [{"key": k, "path": k} for k in data]
             for item in items:
@@ -268,7 +299,9 @@ class Pod:
         result = []
         for mount in container.get("volumeMounts") or []:
             if mount["name"] not in self.volumes:
-                raise KubeError(f"container {container['name']} mounts unknown volume {mount['name']}")
+                raise KubeError(
+                    f"container {container['name']} mounts unknown volume {mount['name']}"
+                )
             local = self.volumes[mount["name"]]
             if mount.get("subPath"):
                 local = local / mount["subPath"]
@@ -279,8 +312,11 @@ class Pod:
     def env(self, container: dict) -> dict[str, str]:
         """The container's environment, as kubelet's makeEnvironmentVariables builds it."""
         cluster = self.cluster
-        service_env = cluster.service_env() if self.spec.get("enableServiceLinks", True) else {
-            k: v for k, v in cluster.service_env().items() if k.startswith("KUBERNETES_")}
+        service_env = (
+            cluster.service_env()
+            if self.spec.get("enableServiceLinks", True)
+            else {k: v for k, v in cluster.service_env().items() if k.startswith("KUBERNETES_")}
+        )
         env: dict[str, str] = {}
         for source in container.get("envFrom") or []:
             prefix = source.get("prefix", "")
@@ -326,26 +362,38 @@ class Pod:
             is_secret = "secretKeyRef" in source
             ref = source["secretKeyRef" if is_secret else "configMapKeyRef"]
             kind = "Secret" if is_secret else "ConfigMap"
-            data = (self.cluster.secret_data if is_secret else self.cluster.configmap_data)(ref["name"])
+            data = (self.cluster.secret_data if is_secret else self.cluster.configmap_data)(
+                ref["name"]
+            )
             if data is None:
                 if ref.get("optional"):
                     return None
-                raise KubeError(f"container {cname}: env {name}: {kind} \"{ref['name']}\" not found")
+                raise KubeError(f'container {cname}: env {name}: {kind} "{ref["name"]}" not found')
             if ref["key"] not in data:
                 if ref.get("optional"):
                     return None
-                raise KubeError(f"container {cname}: env {name}: couldn't find key {ref['key']} "
-                                f"in {kind} {self.cluster.namespace}/{ref['name']}")
+                raise KubeError(
+                    f"container {cname}: env {name}: couldn't find key {ref['key']} "
+                    f"in {kind} {self.cluster.namespace}/{ref['name']}"
+                )
             return data[ref["key"]]
         if "fieldRef" in source:
             path = source["fieldRef"]["fieldPath"]
-            fields = {"metadata.name": self.name, "metadata.namespace": self.cluster.namespace,
-                      "status.podIP": POD_IP, "status.podIPs": POD_IP, "status.hostIP": "10.0.0.2",
-                      "spec.nodeName": "node-1", "spec.serviceAccountName": self.spec.get("serviceAccountName", "default")}
+            fields = {
+                "metadata.name": self.name,
+                "metadata.namespace": self.cluster.namespace,
+                "status.podIP": POD_IP,
+                "status.podIPs": POD_IP,
+                "status.hostIP": "10.0.0.2",
+                "spec.nodeName": "node-1",
+                "spec.serviceAccountName": self.spec.get("serviceAccountName", "default"),
+            }
             if path not in fields:
                 raise KubeError(f"container {cname}: env {name}: fieldRef {path} is not emulated")
             return fields[path]
-        raise KubeError(f"container {cname}: env {name}: valueFrom {sorted(source)} is not emulated")
+        raise KubeError(
+            f"container {cname}: env {name}: valueFrom {sorted(source)} is not emulated"
+        )
 
     # mapping to local stand-ins
     def localize(self, text: str, mounts: list[tuple[str, Path]]) -> str:
@@ -366,7 +414,10 @@ class Pod:
     def command(self, container: dict, env: dict[str, str]) -> list[str]:
         if not container.get("command"):
             raise KubeError(f"container {container['name']} relies on the image's entrypoint")
-        argv = [expand(a, env.get) for a in list(container["command"]) + list(container.get("args") or [])]
+        argv = [
+            expand(a, env.get)
+            for a in list(container["command"]) + list(container.get("args") or [])
+        ]
         # The server binds to a free loopback port instead of 0.0.0.0:<containerPort>.
         out = []
         for arg in argv:
@@ -378,11 +429,17 @@ class Pod:
             out.append(arg)
         return out
 
-    def process_env(self, container: dict, extra: dict[str, str] | None = None) -> tuple[dict, list[tuple[str, Path]]]:
+    def process_env(
+        self, container: dict, extra: dict[str, str] | None = None
+    ) -> tuple[dict, list[tuple[str, Path]]]:
         mounts = self.mounts(container)
         env = self.env(container)
-        base = {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-                "HOSTNAME": self.name, "HOME": "/"}
+        base = {
+            "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOSTNAME": self.name,
+            "HOME": "/",
+        }
         base.update(self.cluster.node_env)
         base.update({k: self.localize(v, mounts) for k, v in env.items()})
         base.update(extra or {})
@@ -397,13 +454,21 @@ class Pod:
         with open(log, "ab") as out:
             out.write(f"$ {shlex.join(argv)}\n".encode())
             out.flush()
-            proc = spawn(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL)
+            proc = spawn(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         process = Process(f"{self.name}/{container['name']}", proc, log)
         self.processes.append(process)
         return process
 
-    def run(self, container: dict, timeout: float = 600, extra_env: dict[str, str] | None = None) -> Process:
+    def run(
+        self, container: dict, timeout: float = 600, extra_env: dict[str, str] | None = None
+    ) -> Process:
         process = self.start(container, extra_env)
         process.wait(timeout)
         return process
@@ -416,17 +481,23 @@ class Pod:
             if container.get("restartPolicy") != "Always":
                 continue
             if CLOUDSQL_PROXY_IMAGE not in container["image"]:
-                raise KubeError(f"sidecar {container['name']} ({container['image']}) is not emulated")
+                raise KubeError(
+                    f"sidecar {container['name']} ({container['image']}) is not emulated"
+                )
             args = container.get("args") or []
             opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
             instances = [a for a in args if not a.startswith("-")]
             if len(instances) != 1 or instances[0] not in self.cluster.cloudsql_instances:
-                raise KubeError(f"cloud-sql-proxy args {args}: instance not one of "
-                                f"{sorted(self.cluster.cloudsql_instances)}")
+                raise KubeError(
+                    f"cloud-sql-proxy args {args}: instance not one of "
+                    f"{sorted(self.cluster.cloudsql_instances)}"
+                )
             if "port" not in opts:
                 raise KubeError(f"cloud-sql-proxy args {args}: no --port")
             host, port = self.cluster.cloudsql_instances[instances[0]]
-            self.sidecar_addresses[f"{opts.get('address', '127.0.0.1')}:{opts['port']}"] = f"{host}:{port}"
+            self.sidecar_addresses[f"{opts.get('address', '127.0.0.1')}:{opts['port']}"] = (
+                f"{host}:{port}"
+            )
 
     def run_init_containers(self, timeout: float = 600) -> None:
         self.emulate_sidecars()
@@ -437,14 +508,18 @@ class Pod:
             if container.get("restartPolicy") != "Always":
                 seen_regular = seen_regular or container["name"]
             elif seen_regular:
-                raise KubeError(f"init container {seen_regular} runs before sidecar {container['name']} starts")
+                raise KubeError(
+                    f"init container {seen_regular} runs before sidecar {container['name']} starts"
+                )
         for container in self.spec.get("initContainers") or []:
             if container.get("restartPolicy") == "Always":
                 continue
             process = self.run(container, timeout)
             if process.proc.returncode != 0:
-                raise AssertionError(f"init container {container['name']} exited "
-                                     f"{process.proc.returncode}:\n{tail(process.log)}")
+                raise AssertionError(
+                    f"init container {container['name']} exited "
+                    f"{process.proc.returncode}:\n{tail(process.log)}"
+                )
 
     def container(self, name: str) -> dict:
         for container in self.spec.get("containers") or []:
@@ -457,9 +532,12 @@ class Pod:
             process.stop()
 
 
-def http_get(port: int, path: str, host: str, timeout: float = 10,
-             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **(headers or {})})
+def http_get(
+    port: int, path: str, host: str, timeout: float = 10, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Host": host, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
@@ -472,22 +550,30 @@ def wait_probe(process: Process, container: dict, port: int, probe: str = "start
     within the probe's own budget."""
     spec = container[probe]
     get = spec["httpGet"]
-    budget = spec.get("periodSeconds", 10) * spec.get("failureThreshold", 3) + spec.get("initialDelaySeconds", 0)
+    budget = spec.get("periodSeconds", 10) * spec.get("failureThreshold", 3) + spec.get(
+        "initialDelaySeconds", 0
+    )
     started = time.monotonic()
     deadline = started + min(budget, 240)
     last = "no answer"
     while time.monotonic() < deadline:
         if process.proc.poll() is not None:
-            raise AssertionError(f"{process.name} exited {process.proc.returncode}:\n{tail(process.log, 60)}")
+            raise AssertionError(
+                f"{process.name} exited {process.proc.returncode}:\n{tail(process.log, 60)}"
+            )
         try:
-            status, body = http_get(port, get["path"], f"{POD_IP}:{container_port(container, get['port'])}", timeout=5)
+            status, body = http_get(
+                port, get["path"], f"{POD_IP}:{container_port(container, get['port'])}", timeout=5
+            )
             if 200 <= status < 400:
                 return time.monotonic() - started
             last = f"HTTP {status}: {body[:200]!r}"
         except OSError as exc:
             last = str(exc)
         time.sleep(0.5)
-    raise AssertionError(f"{process.name}: {probe} failed after {budget}s ({last}):\n{tail(process.log, 60)}")
+    raise AssertionError(
+        f"{process.name}: {probe} failed after {budget}s ({last}):\n{tail(process.log, 60)}"
+    )
 
 
 def container_port(container: dict, port: int | str) -> int:
@@ -527,8 +613,21 @@ def rmtree(path: Path) -> None:
 
 
 def environ_for_debug(env: dict[str, str]) -> str:
-    return "\n".join(f"{k}={v}" for k, v in sorted(env.items()) if "PASSWORD" not in k and "SECRET" not in k)
+    return "\n".join(
+        f"{k}={v}" for k, v in sorted(env.items()) if "PASSWORD" not in k and "SECRET" not in k
+    )
 
 
-__all__ = ["Cluster", "KubeError", "Pod", "Process", "expand", "free_port", "http_get", "render",
-           "run_in_thread", "wait_probe", "os"]
+__all__ = [
+    "Cluster",
+    "KubeError",
+    "Pod",
+    "Process",
+    "expand",
+    "free_port",
+    "http_get",
+    "os",
+    "render",
+    "run_in_thread",
+    "wait_probe",
+]

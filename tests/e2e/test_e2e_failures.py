@@ -13,9 +13,14 @@ INSTANCE = "proj-e2e:europe-west1:mlflow"
 
 
 def test_missing_bucket_fails_helm_test(release_factory) -> None:
-    rel = release_factory("missing-bucket", create_buckets=False, values={
-        "artifacts": {"type": "gcs", "gcs": {"bucket": "e2e-no-such-bucket"}},
-        "serviceAccount": {"gcpServiceAccount": "mlflow-sa@proj-e2e.iam.gserviceaccount.com"}})
+    rel = release_factory(
+        "missing-bucket",
+        create_buckets=False,
+        values={
+            "artifacts": {"type": "gcs", "gcs": {"bucket": "e2e-no-such-bucket"}},
+            "serviceAccount": {"gcpServiceAccount": "mlflow-sa@proj-e2e.iam.gserviceaccount.com"},
+        },
+    )
     rel.install()
     code, output = rel.helm_test()
     assert code != 0, output
@@ -24,7 +29,9 @@ def test_missing_bucket_fails_helm_test(release_factory) -> None:
     # MLflow itself answers with a bare "Internal Server Error"; the script names the cause.
     assert "could not use its artifact store" in failed[0] and "bucket exists" in failed[0], output
     test_pod = next(p for p in rel.cluster.all("Pod") if p["metadata"]["name"].endswith("-test"))
-    if any(e["name"] == "MLFLOW_TEST_ARTIFACT_STORE" for e in test_pod["spec"]["containers"][0]["env"]):
+    if any(
+        e["name"] == "MLFLOW_TEST_ARTIFACT_STORE" for e in test_pod["spec"]["containers"][0]["env"]
+    ):
         assert "gs://e2e-no-such-bucket" in failed[0], output
     assert "helm test FAILED" in output
 
@@ -58,12 +65,23 @@ def test_mysql_binlog_without_trust_flag_stops_before_migrating(helm4, services,
     already there). The migration step must stop first, name the flag, and change nothing."""
     own = MariaDB(trust_function_creators=False).start()
     try:
-        rel = Release(helm4, replace(services, mariadb=own), e2e_dir / "mysql-binlog",
-                      values={"database": {"type": "cloudsql", "cloudsql": {
-                          "instanceConnectionName": INSTANCE, "engine": "mysql",
-                          "existingSecret": "mlflow-cloudsql"}}},
-                      extra_objects=[secret("mlflow-cloudsql", password="Cl0udSqlPw-e2e")],
-                      database=Database("mysql", "mlflowdb", "mlflow", "Cl0udSqlPw-e2e"))
+        rel = Release(
+            helm4,
+            replace(services, mariadb=own),
+            e2e_dir / "mysql-binlog",
+            values={
+                "database": {
+                    "type": "cloudsql",
+                    "cloudsql": {
+                        "instanceConnectionName": INSTANCE,
+                        "engine": "mysql",
+                        "existingSecret": "mlflow-cloudsql",
+                    },
+                }
+            },
+            extra_objects=[secret("mlflow-cloudsql", password="Cl0udSqlPw-e2e")],
+            database=Database("mysql", "mlflowdb", "mlflow", "Cl0udSqlPw-e2e"),
+        )
         with pytest.raises(AssertionError) as failure:
             rel.migrate("mlflow-migrate-1-first")
         message = str(failure.value)

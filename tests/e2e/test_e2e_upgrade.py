@@ -52,7 +52,8 @@ for exp in client.search_experiments(filter_string="name LIKE 'legacy-%'"):
         path = client.download_artifacts(run.info.run_id, "out/weights.txt", tempfile.mkdtemp())
         runs[run.info.run_id] = {
             "name": run.info.run_name, "lr": run.data.params["lr"],
-            "loss": [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)],
+            "loss": [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"),
+                                             key=lambda m: m.step)],
             "artifact": open(path).read(),
         }
 versions = client.search_model_versions("name='legacy-model'")
@@ -64,18 +65,44 @@ def test_upgrade_from_mlflow_2_22_keeps_data(release_factory, old_mlflow: Path) 
     rel = release_factory("upgrade")
     # The release's database and artifact volume, first served by MLflow 2.22.
     port = free_port()
-    env = {**rel._migrate_env(), "HOME": str(rel.workdir), "MLFLOW_DISABLE_TELEMETRY": "true",
-           "DO_NOT_TRACK": "true", "PATH": f"{old_mlflow / 'bin'}:/usr/bin:/bin"}
+    env = {
+        **rel._migrate_env(),
+        "HOME": str(rel.workdir),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "PATH": f"{old_mlflow / 'bin'}:/usr/bin:/bin",
+    }
     log = rel.workdir / "mlflow-2.22-server.log"
     with open(log, "wb") as out:
-        old = spawn([str(old_mlflow / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                     "--workers", "1", "--backend-store-uri", rel.backend_uri(), "--serve-artifacts",
-                     "--artifacts-destination", str(rel.artifact_dir())],
-                    env=env, stdout=out, stderr=out, cwd=rel.workdir)
+        old = spawn(
+            [
+                str(old_mlflow / "bin" / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                rel.backend_uri(),
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(rel.artifact_dir()),
+            ],
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=rel.workdir,
+        )
     try:
         _wait_health(old, port, log)
-        before = run_client(OLD_WORKLOAD, f"http://127.0.0.1:{port}", rel.workdir / "old-client",
-                            python=str(old_mlflow / "bin" / "python"))
+        before = run_client(
+            OLD_WORKLOAD,
+            f"http://127.0.0.1:{port}",
+            rel.workdir / "old-client",
+            python=str(old_mlflow / "bin" / "python"),
+        )
     finally:
         stop_process(old)
     assert before["mlflow"].startswith("2.22.")
