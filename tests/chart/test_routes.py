@@ -32,7 +32,8 @@ class TestRoutes:
 
     def test_ingress_without_class_or_host(self, helm):
         values = {"ingress": {"enabled": True,
-                              "hosts": [{"host": "", "paths": [{"path": "/"}]}]}}
+                              "hosts": [{"host": "", "paths": [{"path": "/"}]}]},
+                  "server": {"allowedHosts": {"extra": ["mlflow.corp.example.com"]}}}
         spec = get_object(render_chart(helm, values), "Ingress", FULLNAME)["spec"]
         assert "ingressClassName" not in spec
         assert "host" not in spec["rules"][0]
@@ -168,3 +169,28 @@ class TestRoutes:
                                 "hostnames": ["mlflow.example.com"]}}
         (rule,) = get_object(render_chart(helm, values), "HTTPRoute", FULLNAME)["spec"]["rules"]
         assert not [f for f in rule.get("filters", []) if f.get("type") == "URLRewrite"]
+
+    def test_ingress_rule_without_host_reaches_the_host_check(self, helm):
+        # An Ingress rule without host serves every Host; the controller passes the client's
+        # Host (a DNS name or a public load-balancer IP) through, and MLflow 3 answers 403 to a
+        # Host not in --allowed-hosts. Ingress has no portable Host rewrite, so the chart must
+        # either refuse the values naming ingress.hosts, or the user must have named the hosts
+        # (server.allowedHosts.extra) or turned the check off.
+        values = {"ingress": {"enabled": True,
+                              "hosts": [{"host": "", "paths": [{"path": "/"}]}]}}
+        try:
+            objects = render_chart(helm, values)
+        except RenderError as refused:
+            assert "ingress.hosts" in refused.stderr, refused.stderr
+            return
+        args = get_object(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"][
+            "containers"][0]["args"]
+        allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1]
+        assert allowed == "*", (
+            "an Ingress rule without host forwards any client Host, which --allowed-hosts does "
+            "not contain: MLflow answers 403 (e.g. to http://<load balancer IP>/)")
+
+    def test_ingress_without_host_accepted_with_extra_hosts(self, helm):
+        values = {"ingress": {"enabled": True, "hosts": [{"host": "", "paths": [{"path": "/"}]}]},
+                  "server": {"allowedHosts": {"extra": ["mlflow.corp.example.com"]}}}
+        get_object(render_chart(helm, values), "Ingress", FULLNAME)
