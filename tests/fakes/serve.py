@@ -36,7 +36,11 @@ def main(directory: str) -> None:
     kubeconfig = write_kubeconfig(root / "kubeconfig", urls[2], "gke_my-proj_europe-west1_prod")
     helm = root / "bin" / "helm"
     helm.parent.mkdir(exist_ok=True)
-    helm.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{RECORDER}" "$@"\n')
+    helm.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in upgrade|install|test|status|get|uninstall) '
+        f'exec "{sys.executable}" "{RECORDER}" "$@";; esac\n'
+        'exec "$REAL_HELM" "$@"\n')
     helm.chmod(helm.stat().st_mode | stat.S_IEXEC)
     repo = Path(__file__).resolve().parents[2]
     print(f"""export MLFLOW_HELM_GOOGLE_API_BASE={urls[0]}
