@@ -158,6 +158,13 @@ def handle_errors(fn):
             click.echo(f"Error: {exc.message}", err=True)
             if exc.hint:
                 click.echo(f"  hint: {exc.hint}", err=True)
+            if kwargs.get("output") == "json":
+                # Machines get a document on stdout too, never an empty one.
+                import json
+
+                click.echo(json.dumps({"schemaVersion": 1, "error": {
+                    "type": type(exc).__name__, "message": exc.message, "hint": exc.hint,
+                    "exitCode": exc.exit_code}}, indent=2))
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise

@@ -85,6 +85,16 @@ def test_project_and_cluster_inferred_from_gke_context(world):
     assert any(c["kind"] == "gcs bucket" and c["action"] == "create" for c in doc["changes"])
 
 
+def test_json_output_reports_errors_as_a_document(world):
+    result = CliRunner().invoke(
+        main, ["plan", "--database", "cloudsql", "--cloudsql-instance", "missing", "-o",
+               "json"], env=cli_env(world))
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["error"]["type"] == "UserError" and doc["error"]["exitCode"] == 2
+    assert "Cloud SQL instance missing not found" in doc["error"]["message"]
+
+
 def test_user_error_has_no_traceback_unless_debug(world):
     args = ["plan", "--database", "cloudsql", "--cloudsql-instance", "missing"]
     plain = CliRunner().invoke(main, args, env=cli_env(world))

@@ -213,6 +213,19 @@ def test_direct_identity_falls_back_to_a_gsa_for_iam_db_auth(world):
                for n in result.notes)
 
 
+def test_changed_values_upgrade_the_release(world, tmp_path):
+    do_install(world.context(local=True))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("replicaCount: 1\nserver:\n  workers: 4\n")
+    result = do_install(world.context(local=True, values_files=[str(mine)]))
+    release = next(c for c in result.changes if c.kind == "helm release")
+    assert release.action == "update" and "values changed" in release.detail
+    assert len(world.helm_calls("upgrade")) == 2
+    assert json.loads(world.state.read_text())["mlflow/mlflow"]["revision"] == 2
+    again = do_install(world.context(local=True, values_files=[str(mine)]))
+    assert {c.action for c in again.changes} == {"unchanged"}
+
+
 def test_dry_run_changes_nothing(world):
     ctx = world.context(database="cloudsql", cloudsql_instance="pg",
                         bucket="gs://team-artifacts", create_bucket=True, dry_run=True)
