@@ -12,7 +12,7 @@ from .modes import (
     GCS_SERVED,
     merge,
 )
-from .render import FULLNAME, NAMESPACE, by_kind, get_object, jp, render_chart
+from .render import FULLNAME, NAMESPACE, RenderError, by_kind, get_object, jp, render_chart
 
 SERVER_SELECTOR = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "prod",
                    "app.kubernetes.io/component": "server"}
@@ -197,3 +197,30 @@ class TestOperations:
         # prometheus_flask_exporter registers /metrics on the Flask app itself, outside
         # MLflow's _add_static_prefix routes (mlflow/server/prometheus_exporter.py).
         assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+
+    @pytest.mark.parametrize("route", ["ingress", "httpRoute", "virtualService", "serviceMonitor"])
+    def test_network_policy_lets_the_route_in(self, helm, route):
+        # Ingress controllers, Gateways, the Istio ingress gateway and Prometheus run in their
+        # own namespaces. With the default ingressFrom (pods of the release namespace) the
+        # server's NetworkPolicy drops their traffic and the route answers 502/504. The chart
+        # must either admit a peer outside the namespace or refuse, naming
+        # networkPolicy.ingressFrom.
+        route_values = {
+            "ingress": {"ingress": {"enabled": True}},
+            "httpRoute": {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}],
+                                        "hostnames": ["mlflow.example.com"]}},
+            "virtualService": {"virtualService": {"enabled": True}},
+            "serviceMonitor": {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}},
+        }[route]
+        values = merge(route_values, {"networkPolicy": {"enabled": True}})
+        try:
+            objects = render_chart(helm, values)
+        except RenderError as refused:
+            assert "networkPolicy.ingressFrom" in refused.stderr, refused.stderr
+            return
+        policy = get_object(objects, "NetworkPolicy", f"{FULLNAME}-server")
+        peers = [peer for rule in policy["spec"]["ingress"] for peer in rule.get("from", [])]
+        outside = [p for p in peers if "namespaceSelector" in p or "ipBlock" in p]
+        assert outside, (
+            f"{route} is enabled but the server's NetworkPolicy only admits {peers}: "
+            "the controller's namespace is shut out")
