@@ -6,6 +6,7 @@
 #   MLFLOW_HELM_SOURCE   anything pip accepts: a checkout path, a wheel, `mlflow-helm==X`.
 #   the repository this plugin directory lives in (a checkout, or a git URL install).
 #   `mlflow-helm` from the package index.
+# MLFLOW_HELM_PIP_ARGS adds pip options, e.g. "--no-index --find-links /wheels" offline.
 set -eu
 # This script's own location, not HELM_PLUGIN_DIR (see bin/mlflow-gcp).
 dir=$(cd -P "$(dirname "$0")/.." && pwd)
@@ -31,7 +32,7 @@ fi
   echo "mlflow-gcp: python3 is older than 3.10" >&2; exit 1; }
 echo "mlflow-gcp: installing $source into $dir/.venv"
 "$python" -m venv "$dir/.venv"
-"$dir/.venv/bin/python" -m pip install --quiet --upgrade pip
-"$dir/.venv/bin/python" -m pip install --quiet "$source"
+# shellcheck disable=SC2086 # MLFLOW_HELM_PIP_ARGS is a list of options
+"$dir/.venv/bin/python" -m pip install --quiet ${MLFLOW_HELM_PIP_ARGS:-} "$source"
 "$dir/.venv/bin/python" -c "import mlflow_helm"
 echo "mlflow-gcp: ready"

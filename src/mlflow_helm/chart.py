@@ -6,8 +6,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from .errors import UserError
 
 
@@ -20,4 +18,6 @@ def bundled_chart() -> Path:
 
 
 def chart_version(path: Path) -> str:
+    import yaml
+
     return str(yaml.safe_load((path / "Chart.yaml").read_text())["version"])
