@@ -76,3 +76,31 @@ def test_plugin_launcher_without_environment_says_how_to_fix(tmp_path):
                          env=env, capture_output=True, text=True)
     assert out.returncode == 1
     assert "helm plugin update mlflow-gcp" in out.stderr
+
+
+def test_plugin_installs_from_a_git_url(helm, tmp_path):
+    """A git URL install clones the repository and reads plugin.yaml at its root: a repository
+    laid out like ours (plugin/ plus plugin.repo-root.yaml at the root), served as a file://
+    git URL. Helm 4 needs --verify=false (a git checkout has no provenance)."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO_ROOT / "plugin", repo / "plugin",
+                    ignore=shutil.ignore_patterns(".venv"))
+    shutil.copy(REPO_ROOT / "plugin" / "plugin.repo-root.yaml", repo / "plugin.yaml")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "plugin"], check=True)
+    env = helm_home(tmp_path / "home")
+    args = [helm, "plugin", "install", f"file://{repo}"]
+    version = subprocess.run([helm, "version", "--template", "{{ .Version }}"],
+                             capture_output=True, text=True, check=True).stdout
+    if version.startswith("v4"):
+        args.append("--verify=false")
+    installed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert f"using {sys.executable}" in installed.stdout
+    out = subprocess.run([helm, "mlflow-gcp", "--version"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "mlflow-helm, version" in out.stdout, out.stderr
