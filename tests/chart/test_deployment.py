@@ -28,6 +28,7 @@ from .modes import (
 from .render import (
     FULLNAME,
     NAMESPACE,
+    RenderError,
     container,
     env_of,
     env_value,
@@ -281,6 +282,23 @@ class TestDeployment:
         objects = render_chart(helm, {"nameOverride": "mlf"})
         dep = get_object(objects, "Deployment", "prod-mlf")
         assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "mlf"
+
+    def test_job_execution_fits_in_the_memory_limit(self, helm):
+        # DESIGN.md measured MLflow's job runner at ~1.8 GB, and 2 uvicorn workers with it at
+        # 2.6 GB RSS (0.8 GB without). Turning jobExecution on with the default 2Gi limit would
+        # OOM-kill the server in a loop: the chart must raise the limit or refuse the values.
+        values = {"server": {"jobExecution": True}}
+        try:
+            c = server(helm, values)
+        except RenderError as refused:
+            assert "server.jobExecution" in refused.stderr, refused.stderr
+            return
+        assert env_value(c, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "true"
+        limit = c["resources"]["limits"]["memory"]
+        units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+        number = limit.rstrip("KMGik")
+        size = float(number) * units.get(limit[len(number):], 1)
+        assert size >= 2.6e9, f"memory limit {limit} with the job runner on (measured 2.6 GB)"
 
     def test_job_execution_off_by_default(self, helm):
         assert env_value(server(helm), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "false"
