@@ -77,24 +77,6 @@ CONFIGS = [
         external_hosts={"pg.db.example.internal:6432": "postgres"},
     ),
     Config(
-        "external-mysql-password",
-        {
-            "database": {
-                "type": "external",
-                "external": {
-                    "engine": "mysql",
-                    "host": "mysql.db.example.internal",
-                    "database": "tracking",
-                    "user": "tracker",
-                    "existingSecret": "mlflow-external-db",
-                },
-            }
-        },
-        extra_objects=[secret("mlflow-external-db", password="ExtMysqlPw-e2e_1")],
-        database=Database("mysql", "tracking", "tracker", "ExtMysqlPw-e2e_1"),
-        external_hosts={"mysql.db.example.internal:3306": "mysql"},
-    ),
-    Config(
         "external-uri-key",
         {
             "database": {
