@@ -182,8 +182,12 @@ def _steps_from(planned: list[tuple[Step, list[Change]]]) -> list[list[Step]]:
 
 
 def run_tests(ctx: Context) -> dict:
-    ctx.say(f"  helm test {ctx.opts.release} (up to {ctx.opts.timeout})")
-    passed, output = ctx.helm.test(ctx.opts.release, ctx.opts.namespace)
+    from .retry import ticking
+
+    what = f"helm test {ctx.opts.release}"
+    ctx.say(f"  {what} (up to {ctx.opts.timeout})")
+    with ticking(ctx.say, what, ctx.apis.retry.report_every * 3):
+        passed, output = ctx.helm.test(ctx.opts.release, ctx.opts.namespace)
     checks = []
     for line in output.splitlines():
         match = TEST_LINE.match(line.strip())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,9 +23,29 @@ class RetryPolicy:
     poll_interval: float = 2.0  # between reads of a long-running operation
     poll_timeout: float = 1800.0  # Cloud SQL operations can take many minutes
     consistency_timeout: float = 60.0  # new service accounts become visible within a minute
+    report_every: float = 10.0  # progress lines during long waits
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+
+@contextlib.contextmanager
+def ticking(say: Callable[[str], None], what: str, every: float) -> Iterator[None]:
+    """Say how long `what` has been running, every `every` seconds, until it ends."""
+    done = threading.Event()
+    start = time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(every):
+            say(f"  … {what}: {time.monotonic() - start:.0f}s")
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def retrying(

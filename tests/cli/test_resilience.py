@@ -227,6 +227,19 @@ def test_cloud_sql_operation_error_is_shown(world):
     assert "gcloud sql operations describe op-" in err.value.hint
 
 
+def test_long_waits_report_elapsed_time(world):
+    import dataclasses
+
+    world.google.op_seconds = 0.4
+    ctx = world.context(database="cloudsql", cloudsql_instance="pg")
+    ctx.apis.retry = dataclasses.replace(ctx.apis.retry, report_every=0.1)
+    do_install(ctx)
+    waits = [m for m in world.said if m.startswith("  … databases.insert database mlflowdb")]
+    assert waits and all(s in ("PENDING", "RUNNING") for s in
+                         (m.split(": ")[1].split(" (")[0] for m in waits))
+    assert any(m.startswith("  databases.insert database mlflowdb: done in") for m in world.said)
+
+
 def test_cloud_sql_operations_in_progress_are_waited_for(world):
     """Flags, database and user all target one instance: Cloud SQL runs one operation at a
     time and answers 409 to the others, which must wait their turn."""

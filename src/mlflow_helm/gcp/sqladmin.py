@@ -70,7 +70,7 @@ class SqlAdmin:
                 raise CloudError(f"{what}: operation {op.get('name')} still "
                                  f"{op.get('status')} after {now - start:.0f}s",
                                  "check it with `gcloud sql operations list`, then re-run")
-            if now - last_report >= 10:
+            if now - last_report >= self.apis.retry.report_every:
                 self.apis.say(f"  … {what}: {op.get('status')} ({now - start:.0f}s)")
                 last_report = now
             time.sleep(self.apis.retry.poll_interval)
@@ -84,7 +84,7 @@ class SqlAdmin:
             raise CloudError(f"Cloud SQL operation {what} failed: {detail}",
                              f"see `gcloud sql operations describe {op['name']}`")
         elapsed = time.monotonic() - start
-        if elapsed >= 5:
+        if elapsed >= self.apis.retry.report_every / 2:
             self.apis.say(f"  {what}: done in {elapsed:.0f}s")
         return op
 

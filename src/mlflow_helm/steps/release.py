@@ -68,10 +68,14 @@ class ReleaseStep(Step):
                             values=values)]
 
     def apply(self, changes: list[Change]) -> None:
+        from ..retry import ticking
+
         chart, version = chart_ref(self.opts)
         values = changes[0].data["values"]
-        self.ctx.say(f"  helm upgrade --install {self.opts.release} (up to {self.opts.timeout})")
-        self.ctx.helm.upgrade_install(
-            self.opts.release, chart, values, namespace=self.opts.namespace,
-            values_files=self.opts.values_files, set_values=self.opts.set_values,
-            version=version if self.opts.chart else "")
+        what = f"helm upgrade --install {self.opts.release}"
+        self.ctx.say(f"  {what} (up to {self.opts.timeout})")
+        with ticking(self.ctx.say, what, self.ctx.apis.retry.report_every * 3):
+            self.ctx.helm.upgrade_install(
+                self.opts.release, chart, values, namespace=self.opts.namespace,
+                values_files=self.opts.values_files, set_values=self.opts.set_values,
+                version=version if self.opts.chart else "")
