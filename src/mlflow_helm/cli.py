@@ -120,6 +120,9 @@ def build_options(**kw) -> Options:
     opts.skip_tests = kw.get("skip_tests", False)
     opts.yes = kw.get("yes", False)
     opts.dry_run = kw.get("dry_run", False)
+    from .steps.release import chart_names
+
+    opts.name_values = chart_names(opts)
     return validate(opts)
 
 

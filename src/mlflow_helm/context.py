@@ -84,7 +84,7 @@ class Context:
     # Identities -----------------------------------------------------------------------
     @property
     def ksa_subject(self) -> str:
-        return f"{self.opts.project}.svc.id.goog[{self.opts.namespace}/{self.opts.fullname}]"
+        return f"{self.opts.project}.svc.id.goog[{self.opts.namespace}/{self.opts.ksa_name}]"
 
     @property
     def member(self) -> str:
@@ -94,7 +94,7 @@ class Context:
         return (
             f"principal://iam.googleapis.com/projects/{self.facts.project_number}/locations/"
             f"global/workloadIdentityPools/{self.opts.project}.svc.id.goog/subject/ns/"
-            f"{self.opts.namespace}/sa/{self.opts.fullname}"
+            f"{self.opts.namespace}/sa/{self.opts.ksa_name}"
         )
 
     @property

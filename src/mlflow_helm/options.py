@@ -71,11 +71,23 @@ class Options:
     instance_region: str = ""
     instance_name: str = ""
 
+    # Naming values the user passes with -f/--set (read by chart_names()).
+    name_values: dict = field(default_factory=dict)
+
     @property
     def fullname(self) -> str:
-        """The chart's `mlflow.fullname`: also the Kubernetes ServiceAccount's name."""
-        name = self.release if "mlflow" in self.release else f"{self.release}-mlflow"
+        """The chart's `mlflow.fullname` (with the user's fullnameOverride/nameOverride)."""
+        override = self.name_values.get("fullnameOverride")
+        if override:
+            return str(override)[:63].rstrip("-")
+        chart = self.name_values.get("nameOverride") or "mlflow"
+        name = self.release if chart in self.release else f"{self.release}-{chart}"
         return name[:63].rstrip("-")
+
+    @property
+    def ksa_name(self) -> str:
+        """The Kubernetes ServiceAccount MLflow's pods run as (`mlflow.serviceAccountName`)."""
+        return self.name_values.get("serviceAccount.name") or self.fullname
 
     @property
     def uses_gcp(self) -> bool:

@@ -53,7 +53,11 @@ class World:
         kw.setdefault("helm_bin", str(self.helm_bin))
         kw.setdefault("kubeconfig", str(self.kubeconfig))
         kw.setdefault("timeout", "2m")
-        return validate(Options(**kw))
+        opts = Options(**kw)
+        from mlflow_helm.steps.release import chart_names
+
+        opts.name_values = chart_names(opts)
+        return validate(opts)
 
     def context(self, opts: Options | None = None, **kw) -> Context:
         opts = opts or self.options(**kw)

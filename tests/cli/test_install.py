@@ -226,6 +226,19 @@ def test_changed_values_upgrade_the_release(world, tmp_path):
     assert {c.action for c in again.changes} == {"unchanged"}
 
 
+def test_naming_overrides_follow_into_workload_identity(world, tmp_path):
+    mine = tmp_path / "names.yaml"
+    mine.write_text("fullnameOverride: tracking\n")
+    do_install(world.context(bucket="gs://team-artifacts", create_bucket=True,
+                             values_files=[str(mine)], set_values=["serviceAccount.name=ml-sa"],
+                             gsa="tracking-gsa"))
+    email = f"tracking-gsa@{PROJECT}.iam.gserviceaccount.com"
+    bindings = world.google.state.accounts[email]["policy"]["bindings"]
+    # The pods run as the ServiceAccount the chart will name, so that one is bound.
+    assert bindings == [{"role": "roles/iam.workloadIdentityUser",
+                         "members": [f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/ml-sa]"]}]
+
+
 def test_dry_run_changes_nothing(world):
     ctx = world.context(database="cloudsql", cloudsql_instance="pg",
                         bucket="gs://team-artifacts", create_bucket=True, dry_run=True)

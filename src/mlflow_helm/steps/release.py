@@ -34,6 +34,28 @@ def user_values(opts) -> dict:
     return merged
 
 
+NAMING_KEYS = ("fullnameOverride", "nameOverride", "serviceAccount.name")
+
+
+def chart_names(opts) -> dict:
+    """The user's naming values (-f files, then --set), which decide the ServiceAccount's
+    name and so the Workload Identity subject."""
+    merged = user_values(opts)
+    found = {}
+    for key in NAMING_KEYS:
+        node = merged
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node:
+            found[key] = str(node)
+    for item in opts.set_values:
+        for pair in item.split(","):
+            key, _, value = pair.partition("=")
+            if key.strip() in NAMING_KEYS and value:
+                found[key.strip()] = value.strip()
+    return found
+
+
 class ReleaseStep(Step):
     name = "release"
 
