@@ -282,23 +282,41 @@ def uninstall(purge: bool, **kw) -> None:
 
 
 @main.command()
-@click.argument("remote")
+@click.argument("registry")
 @click.option("--chart", default="", help="Chart directory (default: the bundled chart).")
+@click.option("--version", "chart_version", default="",
+              help="Publish under this version (default: Chart.yaml's).")
+@click.option("--sign", is_flag=True, help="Sign the package (helm package --sign).")
+@click.option("--key", default="", help="GnuPG key name to sign with.")
+@click.option("--keyring", default="", help="GnuPG secret keyring (gpg --export-secret-keys).")
+@click.option("--passphrase-file", default="", help="File with the key's passphrase.")
 @click.option("--plain-http", is_flag=True, help="Registry without TLS (local registries).")
+@click.option("--destination", default="", help="Keep the .tgz (and .prov) here.")
+@click.option("--dry-run", is_flag=True, help="Say what would be pushed where; contact nothing.")
 @click.option("--helm-bin", envvar="HELM_BIN", default="helm")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.option("--debug", envvar="HELM_DEBUG", is_flag=True, default=False)
 @handle_errors
-def publish(remote: str, chart: str, plain_http: bool, helm_bin: str, output: str,
-            debug: bool) -> None:
-    """Lint, package and push the chart to an OCI registry (REMOTE: oci://HOST/PATH)."""
-    from .commands import do_publish
+def publish(registry: str, chart: str, chart_version: str, sign: bool, key: str, keyring: str,
+            passphrase_file: str, plain_http: bool, destination: str, dry_run: bool,
+            helm_bin: str, output: str, debug: bool) -> None:
+    """Lint, package (and sign), push the chart to an OCI registry, pull it back and check.
 
-    if not remote.startswith("oci://"):
-        raise UserError(f"REMOTE {remote!r} must start with oci://",
-                        "for example oci://ghcr.io/OWNER/charts")
-    opts = Options(helm_bin=helm_bin, output=output, debug=debug, chart=chart)
-    emit(do_publish(build_context(opts), remote, plain_http), opts)
+    REGISTRY: oci://HOST[/PATH]; the chart lands at oci://HOST/PATH/mlflow:VERSION.
+    See docs/publish.md.
+    """
+    import json
+
+    from . import publish as publishing
+
+    echo = (lambda m: click.echo(m, err=True)) if output == "json" else click.echo
+    result = publishing.publish(
+        registry, chart=chart or None, version=chart_version, sign=sign, key=key,
+        keyring=keyring, passphrase_file=passphrase_file, plain_http=plain_http,
+        destination=destination, dry_run=dry_run, helm_bin=helm_bin, echo=echo)
+    if output == "json":
+        click.echo(json.dumps({"schemaVersion": 1, "command": "publish", **result.to_json()},
+                              indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ it as text or JSON.
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -313,15 +312,3 @@ def _purge(ctx: Context) -> list[Change]:
         record("google service account", opts.gsa_email,
                lambda: ctx.iam.delete_service_account(opts.project, opts.gsa_email))
     return out
-
-
-def do_publish(ctx: Context, remote: str, plain_http: bool) -> Result:
-    from .chart import bundled_chart
-
-    result = _new_result(ctx, "publish")
-    chart = ctx.opts.chart or str(bundled_chart())
-    with tempfile.TemporaryDirectory() as tmp:
-        archive, pushed = ctx.helm.package_and_push(chart, remote, tmp, plain_http)
-    result.notes.append(f"pushed {archive.rsplit('/', 1)[-1]} to {remote}")
-    result.notes.extend(line for line in pushed.splitlines() if line.strip())
-    return result

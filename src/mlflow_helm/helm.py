@@ -184,19 +184,6 @@ class Helm:
             raise HelmFailed(f"helm uninstall {release} failed: {_output(exc)}") from exc
         return True
 
-    def package_and_push(self, chart: str, remote: str, destination: str,
-                         plain_http: bool = False) -> tuple[str, str]:
-        import pyhelm3.errors as herrors
-
-        try:
-            self._run(self.command.lint(chart))
-            archive = self._run(self.command.package(chart, destination))
-            pushed = self._run(self.command.push(archive, remote, plain_http=plain_http))
-        except herrors.Error as exc:
-            raise HelmFailed(f"publishing the chart failed:\n{_output(exc)}",
-                             "log in first: `helm registry login REGISTRY`") from exc
-        return archive, pushed
-
 
 def helm_from_env(flag: str = "") -> str:
     """--helm-bin > HELM_BIN (set by Helm for plugins) > `helm` on PATH."""
