@@ -446,7 +446,10 @@ class TestDeployment:
         """Every database mode x artifact mode x toggles renders valid objects (the helper
         validates them) with the invariants that hold everywhere."""
         on = {"auth": {"enabled": True}, "metrics": {"enabled": True},
-              "networkPolicy": {"enabled": True}, "podDisruptionBudget": {"enabled": True},
+              "networkPolicy": {"enabled": True, "ingressFrom": [
+                  {"namespaceSelector": {"matchLabels": {
+                      "kubernetes.io/metadata.name": "istio-system"}}}]},
+              "podDisruptionBudget": {"enabled": True},
               "server": {"staticPrefix": "/mlflow"},
               "virtualService": {"enabled": True}} if toggles == "all-on" else {}
         values = merge(DATABASE_MODES[db], ARTIFACT_MODES[artifacts], on)

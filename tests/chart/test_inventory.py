@@ -131,7 +131,10 @@ class TestInventory:
     def test_common_annotations_everywhere(self, helm):
         # values.yaml: commonAnnotations are "Annotations added to every object".
         values = {"commonAnnotations": {"owner": "ml-platform"},
-                  "auth": {"enabled": True}, "networkPolicy": {"enabled": True},
+                  "auth": {"enabled": True},
+                  "networkPolicy": {"enabled": True, "ingressFrom": [{"podSelector": {}}, {
+                      "namespaceSelector": {"matchLabels": {
+                          "kubernetes.io/metadata.name": "ingress-nginx"}}}]},
                   "podDisruptionBudget": {"enabled": True},
                   "autoscaling": {"enabled": True},
                   "artifacts": {"type": "gcs", "gcs": {"bucket": "bucket"}},

@@ -20,6 +20,9 @@ from .render import CHART_DIR, KUBE_VERSIONS, REPO_ROOT, render_chart
 CI_VALUES = sorted(CHART_DIR.glob("ci/*-values.yaml"))
 LINT_CASES = [None, *CI_VALUES]
 
+INGRESS_NGINX = {"namespaceSelector": {"matchLabels": {
+    "kubernetes.io/metadata.name": "ingress-nginx"}}}
+
 
 def test_ci_values_files_exist():
     assert CI_VALUES, f"no ci/*-values.yaml in {CHART_DIR}: chart-testing would install nothing"
@@ -75,7 +78,8 @@ class TestLint:
 
     @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
     def test_renders_for_each_supported_kubernetes(self, helm, kube_version):
-        values = {"networkPolicy": {"enabled": True}, "podDisruptionBudget": {"enabled": True},
+        values = {"networkPolicy": {"enabled": True, "ingressFrom": [INGRESS_NGINX]},
+                  "podDisruptionBudget": {"enabled": True},
                   "autoscaling": {"enabled": True}, "ingress": {"enabled": True},
                   "artifacts": {"type": "gcs", "gcs": {"bucket": "bucket"}}}
         objects = render_chart(helm, values, kube_version=kube_version)

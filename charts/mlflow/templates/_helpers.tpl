@@ -399,3 +399,12 @@ Usage: include "mlflow.generatedSecret" (list $ secretName key length) -> base64
 {{- define "mlflow.migrateJobName" -}}
 {{- include "mlflow.componentName" (list . (printf "migrate-%d" (int .Release.Revision))) }}
 {{- end }}
+
+{{/* A memory quantity in bytes (float), for comparisons: "2Gi", "512Mi", "3G", "1000000". */}}
+{{- define "mlflow.bytes" -}}
+{{- $q := toString . }}
+{{- $units := dict "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "K" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 }}
+{{- $number := regexFind "^[0-9.]+" $q }}
+{{- $unit := trimPrefix $number $q }}
+{{- mulf (float64 $number) (get $units $unit | default 1.0) }}
+{{- end }}

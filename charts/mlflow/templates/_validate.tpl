@@ -80,6 +80,34 @@ value and the fix. Called once, from the server Deployment.
 {{- end }}
 {{- end }}
 
+{{- if $v.networkPolicy.enabled }}
+{{- if not $v.networkPolicy.ingressFrom }}
+{{- range $route := list "ingress" "httpRoute" "virtualService" }}
+{{- if (index $v $route).enabled }}
+{{- $errors = append $errors (printf "networkPolicy.ingressFrom is empty while %s.enabled=true: the server's NetworkPolicy would admit only pods of this namespace and drop the traffic of the controller or gateway, which runs in its own namespace. Add it, e.g. networkPolicy.ingressFrom=[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}, {podSelector: {}}]" $route) }}
+{{- end }}
+{{- end }}
+{{- if $v.metrics.serviceMonitor.enabled }}
+{{- $errors = append $errors "networkPolicy.ingressFrom is empty while metrics.serviceMonitor.enabled=true: Prometheus runs in its own namespace and could not scrape /metrics. Add its namespace to networkPolicy.ingressFrom (and {podSelector: {}} to keep this namespace's clients)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- if and $v.ingress.enabled $v.server.allowedHosts.enabled (not $v.server.allowedHosts.extra) }}
+{{- range $v.ingress.hosts }}
+{{- if not .host }}
+{{- $errors = append $errors "ingress.hosts has a rule without host: it serves any Host header (a DNS name, the load balancer's IP), which MLflow's host check refuses with 403, and an Ingress cannot rewrite it. Set the host, or list the names clients use in server.allowedHosts.extra" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- if $v.server.jobExecution }}
+{{- $limit := dig "limits" "memory" "" $v.server.resources }}
+{{- if and $limit (lt (include "mlflow.bytes" $limit | float64) 3221225472.0) }}
+{{- $errors = append $errors (printf "server.jobExecution=true with server.resources.limits.memory=%s: MLflow's job runner holds about 1.8 GB on top of the workers (2.6 GB measured with 2 workers), so the pod would be OOM-killed. Set server.resources.limits.memory to 3Gi or more" $limit) }}
+{{- end }}
+{{- end }}
+
 {{- if $errors }}
 {{- fail (printf "\n\nInvalid values for the mlflow chart:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
