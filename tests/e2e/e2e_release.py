@@ -76,6 +76,8 @@ class Release:
         self.deployment = self.cluster.get("Deployment")
         self.job = self.cluster.get("Job")
         self.server_pod: Pod | None = None
+        self.server_pods: list[Pod] = []
+        self.ports: list[int] = []
         self.server: Process | None = None
         self.port = 0
         self.timings: dict[str, float] = {}
@@ -191,32 +193,46 @@ class Release:
             )
         return process
 
-    def install(self, migrate: bool = True) -> Release:
-        """Start the server pod and (as on `helm install`) the migration Job at the same time."""
+    def install(self, migrate: bool = True, migrate_when_waiting: bool = False) -> Release:
+        """Start every replica's server pod and (as on `helm install`) the migration Job at the
+        same time. `migrate_when_waiting`: start the Job only once the replicas' wait-for-schema
+        containers report that they wait (proves they wait rather than start or migrate)."""
         spec = self.deployment["spec"]["template"]["spec"]
+        replicas = self.deployment["spec"].get("replicas", 1)
         suffix = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:5]
-        self.server_pod = Pod(
-            self.cluster, spec, f"{self.deployment['metadata']['name']}-6d4cf56db6-{suffix}"
-        )
-        self.port = free_port()
-        container = self.server_pod.container("mlflow")
-        self.server_pod.port_map = {
-            p["containerPort"]: self.port for p in container.get("ports") or []
-        }
         started = time.monotonic()
-        join_init = run_in_thread(self.server_pod.run_init_containers)
+        joins = []
+        for i in range(replicas):
+            pod = Pod(
+                self.cluster,
+                spec,
+                f"{self.deployment['metadata']['name']}-6d4cf56db6-{suffix[:4]}{i}",
+            )
+            container = pod.container("mlflow")
+            port = free_port()
+            pod.port_map = {p["containerPort"]: port for p in container.get("ports") or []}
+            self.server_pods.append(pod)
+            self.ports.append(port)
+            joins.append(run_in_thread(pod.run_init_containers))
+        self.server_pod, self.port = self.server_pods[0], self.ports[0]
+        if migrate_when_waiting:
+            for pod in self.server_pods:
+                _wait_for_text(pod.dir / "wait-for-schema.log", "waiting for", 300)
         if migrate:
             self.migrate()
         self.timings["migrate"] = time.monotonic() - started
-        join_init()
+        for join in joins:
+            join()
         self.timings["init"] = time.monotonic() - started
-        self.server = self.server_pod.start(container)
-        self.timings["startup"] = wait_probe(self.server, container, self.port)
+        servers = [pod.start(pod.container("mlflow")) for pod in self.server_pods]
+        for pod, server, port in zip(self.server_pods, servers, self.ports, strict=True):
+            self.timings["startup"] = wait_probe(server, pod.container("mlflow"), port)
+        self.server = servers[0]
         return self
 
     def stop(self) -> None:
-        if self.server_pod is not None:
-            self.server_pod.stop()
+        for pod in self.server_pods:
+            pod.stop()
 
     def helm_test(self, extra_env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run the chart's helm test Pod against the server; returns (exit code, output)."""
@@ -259,7 +275,16 @@ class Release:
 
     def logs(self) -> str:
         out = []
-        for pod in [self.server_pod]:
-            for process in pod.processes if pod else []:
+        for pod in self.server_pods:
+            for process in pod.processes:
                 out.append(f"--- {process.name}\n{tail(process.log, 80)}")
         return "\n".join(out)
+
+
+def _wait_for_text(path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{path} never said {text!r}:\n{tail(path)}")

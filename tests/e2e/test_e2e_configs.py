@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e_client import run_client
+from e2e_kube import http_get
 from e2e_release import Database, secret
 
+DEFAULT_EXPERIMENT = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
 CI_DIR = Path(__file__).resolve().parents[2] / "charts" / "mlflow" / "ci"
 GSA = "mlflow-sa@proj-e2e.iam.gserviceaccount.com"
 INSTANCE = "proj-e2e:europe-west1:mlflow"
@@ -93,10 +95,12 @@ CONFIGS = [
         database=Database("postgres", "uridb", "uriuser", "Uri@pw:e2e"),
         external_hosts={"db.example.internal:5432": "postgres"},
     ),
-    # Also the Gateway API and Istio routes: their hosts must pass the server's Host check.
+    # Also the Gateway API and Istio routes (their hosts must pass the Host check), and two
+    # replicas whose wait-for-schema containers start with the Job on an empty database.
     Config(
-        "gcs-proxied-routes",
+        "gcs-proxied-routes-2-replicas",
         {
+            "replicaCount": 2,
             "artifacts": {
                 "type": "gcs",
                 "gcs": {"bucket": "e2e-proxied", "path": "mlflow/artifacts"},
@@ -192,6 +196,10 @@ def test_helm_test_passes(config: Config, release_factory) -> None:
     code, output = rel.helm_test()
     assert code == 0, f"helm test failed:\n{output}\n{rel.logs()}"
     assert "helm test passed" in output
+    # Every replica serves (only the Job migrated: the replicas waited for it).
+    for port in rel.ports[1:]:
+        status, body = http_get(port, rel.prefix() + DEFAULT_EXPERIMENT, rel.service_host())
+        assert status == 200, f"replica on {port}: HTTP {status} {body[:300]!r}"
     # Clients that come through a route send its host name: the server must accept it.
     for host in route_hosts(rel.cluster.objects):
         status, body = rel.get(
