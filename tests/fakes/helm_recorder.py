@@ -1,8 +1,10 @@
 """A `helm` stand-in for the calls that need a live cluster: upgrade --install, test,
 status, get, uninstall. It records each call (argv, values on stdin) as a JSON line, keeps
-release state in a JSON file, and proves every upgrade renders by running the real
-`helm template` with the same chart, values and flags. Everything else (version, template,
-lint, package, push) is the real Helm.
+release state in a JSON file, and proves every upgrade is one the real Helm accepts. With
+Helm 4, the same argv (flags included) and values run through the real
+`helm upgrade --dry-run=client` against the fake Kubernetes API; Helm 3's dry run needs API
+discovery the fake does not serve, so there the chart is rendered with `helm template` and
+the same values. Everything else (version, template, lint, package, push) is the real Helm.
 
 Environment: REAL_HELM (path), HELM_RECORD (jsonl log), HELM_STATE (json state file),
 HELM_TEST_RESULT (pass | fail).
@@ -79,18 +81,26 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
         return 0
     if cmd == "upgrade":
         name, chart = argv[1], argv[2]
-        template = [real, "template", name, chart, "--namespace", ns, "--values", "-"]
-        for f in flag_values(argv, "--values"):
-            if f != "-":
-                template += ["--values", f]
-        for s in flag_values(argv, "--set"):
-            template += ["--set", s]
-        for v in flag_values(argv, "--version"):
-            template += ["--version", v]
-        rendered = subprocess.run(template, input=stdin.encode(), capture_output=True)
-        if rendered.returncode:
-            sys.stderr.write(rendered.stderr.decode())
+        version = subprocess.run([real, "version", "--template", "{{ .Version }}"],
+                                 capture_output=True, text=True, check=True).stdout
+        if version.startswith("v4"):
+            check = [real, *argv, "--dry-run=client", "--disable-openapi-validation"]
+        else:
+            check = [real, "template", name, chart, "--namespace", ns, "--values", "-"]
+            for f in flag_values(argv, "--values"):
+                if f != "-":
+                    check += ["--values", f]
+            for s in flag_values(argv, "--set"):
+                check += ["--set", s]
+            for v in flag_values(argv, "--version"):
+                check += ["--version", v]
+        checked = subprocess.run(check, input=stdin.encode(), capture_output=True)
+        if checked.returncode:
+            sys.stderr.write(checked.stderr.decode())
             return 1
+        out = checked.stdout
+        manifest = (json.loads(out[out.index(b"{"):]).get("manifest", "")
+                    if version.startswith("v4") else out.decode())
         values = json.loads(stdin or "{}")
         for f in flag_values(argv, "--values"):
             if f != "-":
@@ -104,8 +114,7 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
         state[key] = {"name": name, "chart": meta["name"], "version": str(meta["version"]),
                       "appVersion": str(meta.get("appVersion", "")), "namespace": ns,
                       "revision": revision, "status": "deployed", "values": values,
-                      "manifest_objects": sum(1 for d in yaml.safe_load_all(rendered.stdout)
-                                              if d)}
+                      "manifest_objects": sum(1 for d in yaml.safe_load_all(manifest) if d)}
         print(json.dumps({"name": name, "namespace": ns, "version": revision,
                           "info": {"status": "deployed"}}))
         return 0

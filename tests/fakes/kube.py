@@ -13,7 +13,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -76,9 +76,12 @@ class FakeKube:
         return [c for c in self.calls if c.mutating]
 
     def handle(self, method: str, raw_path: str, raw: bytes):
-        path = urlsplit(raw_path).path.rstrip("/") or "/"
+        url = urlsplit(raw_path)
+        path = url.path.rstrip("/") or "/"
+        selector = parse_qs(url.query).get("labelSelector", [""])[0]
         with self.lock:
-            status, obj, op = self._route(method, path, json.loads(raw) if raw else {})
+            status, obj, op = self._route(method, path, json.loads(raw) if raw else {},
+                                          selector)
             self.calls.append(Call("kube", op, method, path, status,
                                    method not in ("GET", "HEAD")))
             return status, obj
@@ -88,7 +91,7 @@ class FakeKube:
         obj.setdefault("metadata", {})["resourceVersion"] = str(self._rv)
         return obj
 
-    def _route(self, method, path, body):
+    def _route(self, method, path, body, selector=""):
         if path == "/version":
             major, minor = self.version
             return 200, {"major": major, "minor": minor,
@@ -126,7 +129,11 @@ class FakeKube:
             op = f"{kind}.{method.lower()}"
             key = (kind, ns, name)
             if method == "GET" and name is None:
-                items = [o for (k, n, _), o in self.objects.items() if k == kind and n == ns]
+                # Equality selectors (what Helm's release storage uses: owner=helm,name=X).
+                wanted = dict(p.split("=", 1) for p in selector.split(",") if "=" in p)
+                items = [o for (k, n, _), o in self.objects.items() if k == kind and n == ns
+                         and all((o["metadata"].get("labels") or {}).get(a) == b
+                                 for a, b in wanted.items())]
                 return 200, {"kind": f"{KINDS[kind]}List", "apiVersion": "v1",
                              "metadata": {"resourceVersion": str(self._rv)},
                              "items": items}, f"{kind}.list"
