@@ -300,6 +300,15 @@ class TestDeployment:
         size = float(number) * units.get(limit[len(number):], 1)
         assert size >= 2.6e9, f"memory limit {limit} with the job runner on (measured 2.6 GB)"
 
+    def test_iam_user_derived_without_setting_user(self, helm):
+        # Only auth=iam and the service account set, as a user writes it: the default user must
+        # not stay "mlflow" (the proxy would log in as a user that does not exist).
+        values = {"database": {"type": "cloudsql", "cloudsql": {
+            "instanceConnectionName": "my-project:europe-west1:pg", "auth": "iam"}},
+            "serviceAccount": {"gcpServiceAccount": "mlflow-sa@my-project.iam.gserviceaccount.com"}}
+        assert env_value(server(helm, values), "MLFLOW_BACKEND_STORE_URI") == (
+            "postgresql+psycopg2://mlflow-sa%40my-project.iam@127.0.0.1:5432/mlflowdb")
+
     def test_job_execution_off_by_default(self, helm):
         assert env_value(server(helm), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "false"
 

@@ -161,11 +161,12 @@ PostgreSQL drops the ".gserviceaccount.com" suffix, MySQL keeps the part before 
 */}}
 {{- define "mlflow.cloudsql.user" -}}
 {{- $c := .Values.database.cloudsql }}
-{{- if and (eq $c.auth "iam") (not $c.user) }}
+{{- if $c.user }}
+{{- $c.user }}
+{{- else if eq $c.auth "iam" }}
 {{- $gsa := .Values.serviceAccount.gcpServiceAccount }}
 {{- if eq $c.engine "mysql" }}{{ first (splitList "@" $gsa) }}{{ else }}{{ trimSuffix ".gserviceaccount.com" $gsa }}{{ end }}
-{{- else }}
-{{- $c.user }}
+{{- else }}mlflow
 {{- end }}
 {{- end }}
 
