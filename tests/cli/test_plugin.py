@@ -87,7 +87,7 @@ def test_plugin_installs_from_a_git_url(helm, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(REPO_ROOT / "plugin", repo / "plugin",
                     ignore=shutil.ignore_patterns(".venv"))
-    shutil.copy(REPO_ROOT / "plugin" / "plugin.repo-root.yaml", repo / "plugin.yaml")
+    shutil.copy(REPO_ROOT / "plugin.yaml", repo / "plugin.yaml")  # the root manifest, as committed
     git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "-C", str(repo)]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
