@@ -244,7 +244,9 @@ def test_long_waits_report_elapsed_time(world):
 def test_cloud_sql_operations_in_progress_are_waited_for(world):
     """Flags, database and user all target one instance: Cloud SQL runs one operation at a
     time and answers 409 to the others, which must wait their turn."""
-    world.google.op_seconds = 0.2
+    # Long enough that the concurrent steps of one phase overlap even on a loaded machine
+    # (at 0.2 s a slow scheduler could serialize them and no 409 would ever be sent).
+    world.google.op_seconds = 1.5
     ctx = world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam")
     ctx.db_connector = RecordingConnector()
     do_install(ctx)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from ..errors import CloudError
-from ..retry import retrying
 from . import GoogleApis, error_reason, http_status, not_found
 
 
@@ -55,10 +54,33 @@ class SqlAdmin:
                     return None  # created concurrently (or by a crashed earlier run)
                 raise
 
-        op = retrying(start, _in_progress, self.apis.retry, f"{operation} {resource}",
-                      attempts=12)
+        op = self._start_when_idle(start, f"{operation} {resource}")
         if op is not None:
             self.wait(project, op, f"{operation} {resource}")
+
+    def _start_when_idle(self, start, what: str):
+        """Start an operation, waiting while another runs on the instance (409).
+
+        Bounded by the operation timeout, not by a count of attempts: the operation ahead may
+        be a flag change that restarts the instance, which takes minutes.
+        """
+        policy = self.apis.retry
+        begin = time.monotonic()
+        last_report = begin
+        attempt = 0
+        while True:
+            try:
+                return start()
+            except Exception as exc:
+                now = time.monotonic()
+                if not _in_progress(exc) or now - begin > policy.poll_timeout:
+                    raise
+                if now - last_report >= policy.report_every:
+                    self.apis.say(f"  … {what}: waiting for the instance's current operation "
+                                  f"({now - begin:.0f}s)")
+                    last_report = now
+                time.sleep(max(policy.poll_interval, policy.delay(min(attempt, 5))))
+                attempt += 1
 
     def wait(self, project: str, op: dict, what: str) -> dict:
         """Poll an operation to DONE; raise its error. Reports elapsed time while waiting."""
