@@ -42,7 +42,8 @@ PHASES: list[list[type[Step]]] = [
     [DatabaseGrantStep],
     [ReleaseStep],
 ]
-TEST_LINE = re.compile(r"^(ok|FAIL)\s+(.*)$")
+# The chart's test pod prints "ok    <check> (<detail>) [<seconds>s]" or "FAIL  <check>: <reason>".
+TEST_LINE = re.compile(r"^(ok|FAIL)\s+(.*?)(?:\s+\[[0-9.]+s\])?$")
 
 
 STATE = {"create": "absent", "update": "drifted", "unchanged": "present", "delete": "present"}

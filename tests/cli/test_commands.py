@@ -47,7 +47,7 @@ def test_test_command_prints_checks_and_fails_with_hint(world, monkeypatch):
     assert "ok   create experiment" in ok.output and "passed" in ok.output
     bad = CliRunner().invoke(main, ["test"], env=cli_env(world, HELM_TEST_RESULT="fail"))
     assert bad.exit_code == 5
-    assert "helm test failed (artifact upload, artifact download)" in bad.output
+    assert "helm test failed (artifact upload, download, delete)" in bad.output
     assert "POD LOGS: mlflow-test" in bad.output  # the failing pod's log
     assert "hint: `kubectl -n mlflow logs deploy/mlflow`" in bad.output
     argv = world.helm_calls("test")[-1]["argv"]

@@ -127,7 +127,7 @@ def test_install_text_output_shows_plan_then_summary(world):
     out = result.output
     assert "Plan for release mlflow in namespace mlflow:" in out
     assert "+ create    namespace" in out
-    assert "Tests:" in out and "ok   version 3.17.2" in out
+    assert "Tests:" in out and "ok   version (3.17.2)" in out
     assert "kubectl -n mlflow port-forward svc/mlflow 5000:5000" in out
 
 

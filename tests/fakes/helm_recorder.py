@@ -126,11 +126,22 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
         ok = os.environ.get("HELM_TEST_RESULT", "pass") == "pass"
         lines = [f"NAME: {argv[1]}", f"NAMESPACE: {ns}", "STATUS: deployed", "TEST SUITE:",
                  "Last Started: now", f"Phase: {'Succeeded' if ok else 'Failed'}", "",
-                 f"POD LOGS: {argv[1]}-test", "ok    version 3.17.2",
-                 "ok    create experiment", "ok    log metric",
-                 "ok    artifact upload" if ok else
-                 "FAIL  artifact upload: 403 storage.objects.create denied",
-                 "ok    artifact download" if ok else "FAIL  artifact download: skipped"]
+                 # What the chart's own test pod prints (charts/mlflow/files/helm_test.py).
+                 f"POD LOGS: {argv[1]}-test",
+                 f"MLflow helm test against http://{argv[1]}.{ns}.svc.cluster.local:5000",
+                 "ok    health [0.01s]", "ok    version (3.17.2) [0.02s]",
+                 f"ok    host check (Host {argv[1]}.{ns}.svc.cluster.local:5000 accepted) [0.03s]",
+                 "ok    create experiment (helm-test-4f1c2a9b7e3d, id 1) [0.05s]",
+                 "ok    create run (9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b) [0.04s]",
+                 "ok    log param and metric [0.06s]", "ok    read run back [0.02s]",
+                 "ok    artifact upload, download, delete (57 bytes) [0.21s]" if ok else
+                 "FAIL  artifact upload, download, delete: upload of 1/9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b"
+                 "/artifacts/helm-test/hello.txt returned HTTP 500: Internal Server Error. The "
+                 "server could not use its artifact store gs://acme-mlflow-artifacts: check that "
+                 "the GCS bucket exists and the server's Google service account may write to it",
+                 "ok    clean up [0.04s]" if ok else "helm test FAILED"]
+        if ok:
+            lines.append("helm test passed")
         out = "\n".join(lines) + "\n"
         if ok:
             sys.stdout.write(out)
