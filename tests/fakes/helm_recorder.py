@@ -135,8 +135,9 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
                  "ok    create run (9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b) [0.04s]",
                  "ok    log param and metric [0.06s]", "ok    read run back [0.02s]",
                  "ok    artifact upload, download, delete (57 bytes) [0.21s]" if ok else
-                 "FAIL  artifact upload, download, delete: upload of 1/9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b"
-                 "/artifacts/helm-test/hello.txt returned HTTP 500: Internal Server Error. The "
+                 "FAIL  artifact upload, download, delete: upload of "
+                 "1/9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b/artifacts/helm-test/hello.txt returned "
+                 "HTTP 500: Internal Server Error. The "
                  "server could not use its artifact store gs://acme-mlflow-artifacts: check that "
                  "the GCS bucket exists and the server's Google service account may write to it",
                  "ok    clean up [0.04s]" if ok else "helm test FAILED"]
