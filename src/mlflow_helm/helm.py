@@ -31,12 +31,7 @@ def _command_class():
                 "--history-max", self._history_max_revisions, "--output", "json",
                 "--timeout", timeout, "--values", "-",
             ]
-            for path in values_files:
-                command.extend(["--values", path])
-            for item in set_values:
-                command.extend(["--set", item])
-            if version:
-                command.extend(["--version", version])
+            command.extend(_user_values(values_files, set_values, version))
             if wait:
                 command.extend(["--wait", "--wait-for-jobs"])
             command.append(rollback_flag)
@@ -49,12 +44,7 @@ def _command_class():
         ) -> str:
             command: list[Any] = ["template", release, chart, "--namespace", namespace,
                                   "--values", "-"]
-            for path in values_files:
-                command.extend(["--values", path])
-            for item in set_values:
-                command.extend(["--set", item])
-            if version:
-                command.extend(["--version", version])
+            command.extend(_user_values(values_files, set_values, version))
             return (await self.run(command, json.dumps(values).encode())).decode()
 
         async def test(self, release: str, *, namespace: str, timeout: str) -> str:
@@ -79,6 +69,18 @@ def _command_class():
             return (await self.run(command)).decode()
 
     return HelmCommand
+
+
+def _user_values(values_files: list[str], set_values: list[str], version: str) -> list[str]:
+    """The user's -f/--set (after the computed values on stdin, so theirs win) and --version."""
+    args: list[str] = []
+    for path in values_files:
+        args += ["--values", path]
+    for item in set_values:
+        args += ["--set", item]
+    if version:
+        args += ["--version", version]
+    return args
 
 
 def _output(exc: Exception) -> str:
