@@ -43,9 +43,8 @@ def cloudsql(engine: str, auth: str) -> Config:
         extra.append(secret("mlflow-cloudsql", password="Cl0udSqlPw-e2e"))
         db = Database(engine, "mlflowdb", "mlflow", "Cl0udSqlPw-e2e", cloudsql=True)
     else:
-        # `user: ""` derives the IAM user from serviceAccount.gcpServiceAccount. (With the
-        # default `user: mlflow` left in place, IAM auth would log in as "mlflow" and fail.)
-        values["database"]["cloudsql"]["user"] = ""
+        # No database.cloudsql.user: the chart derives the IAM user from
+        # serviceAccount.gcpServiceAccount.
         # The IAM user Cloud SQL creates for the service account: PostgreSQL drops
         # ".gserviceaccount.com", MySQL keeps the name before "@".
         user = (
