@@ -176,7 +176,8 @@ def wait(uri: str, with_auth: bool, timeout: float) -> None:
             known = revision is None or _known(script, revision)
             if not known:
                 fail(
-                    f"the {label} schema is at {revision}, which this MLflow version does not know: "
+                    f"the {label} schema is at {revision}, which this MLflow version does not "
+                    "know: "
                     "the database was migrated by a newer MLflow. Roll forward, or restore the "
                     "database backup taken before that upgrade."
                 )

@@ -11,7 +11,8 @@ Environment:
                              a volume path), named when the server cannot write there
   MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD   basic-auth credentials, when on
   MLFLOW_TEST_CONNECT_TO     optional host:port to connect to instead of the URL's, keeping the
-                             URL's Host header (like curl --connect-to); for running outside a cluster
+                             URL's Host header (like curl --connect-to), for running outside
+                             a cluster
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class Client:
             response = conn.getresponse()
             return response.status, response.read()
         except OSError as exc:
-            raise CheckFailed(f"{method} {self.prefix + path}: cannot reach {self.connect}: {exc}")
+            raise CheckFailed(
+                f"{method} {self.prefix + path}: cannot reach {self.connect}: {exc}"
+            ) from exc
         finally:
             conn.close()
 
@@ -138,13 +141,17 @@ def main() -> int:
         if status != 200:
             raise CheckFailed(f"/version returned HTTP {status}: {explain(data)}")
         if expected_version and got != expected_version:
-            raise CheckFailed(f"server runs MLflow {got}, the chart's appVersion is {expected_version}")
+            raise CheckFailed(
+                f"server runs MLflow {got}, the chart's appVersion is {expected_version}"
+            )
         return got
 
     def host_check():
         # An authenticated API call through the Service name: a 403 "Invalid Host header" here
         # means server.allowedHosts does not list the name clients use.
-        status, data = client.request("GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default")
+        status, data = client.request(
+            "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+        )
         if status == 403 and b"Host" in data:
             raise CheckFailed(f"the server rejected Host {client.host_header}: {explain(data)}")
         if status not in (200, 404):
@@ -153,7 +160,8 @@ def main() -> int:
 
     def create_experiment():
         name = f"helm-test-{uuid.uuid4().hex[:12]}"
-        state["experiment_id"] = client.api("POST", "experiments/create", {"name": name})["experiment_id"]
+        created = client.api("POST", "experiments/create", {"name": name})
+        state["experiment_id"] = created["experiment_id"]
         return f"{name}, id {state['experiment_id']}"
 
     def create_run():
@@ -167,11 +175,14 @@ def main() -> int:
         return state["run_id"]
 
     def log_param_and_metric():
-        client.api("POST", "runs/log-parameter", {"run_id": state["run_id"], "key": "chart", "value": "mlflow"})
+        run_id = state["run_id"]
+        param = {"run_id": run_id, "key": "chart", "value": "mlflow"}
+        client.api("POST", "runs/log-parameter", param)
         client.api(
             "POST",
             "runs/log-metric",
-            {"run_id": state["run_id"], "key": "accuracy", "value": 0.875, "timestamp": int(time.time() * 1000), "step": 1},
+            {"run_id": run_id, "key": "accuracy", "value": 0.875,
+             "timestamp": int(time.time() * 1000), "step": 1},
         )
 
     def read_back():
@@ -179,7 +190,9 @@ def main() -> int:
         params = {p["key"]: p["value"] for p in data.get("params", [])}
         metrics = {m["key"]: m["value"] for m in data.get("metrics", [])}
         if params.get("chart") != "mlflow" or metrics.get("accuracy") != 0.875:
-            raise CheckFailed(f"run data differs from what was logged: params={params} metrics={metrics}")
+            raise CheckFailed(
+                f"run data differs from what was logged: params={params} metrics={metrics}"
+            )
 
     def artifact_roundtrip():
         uri = state["artifact_uri"]
@@ -199,7 +212,9 @@ def main() -> int:
                 f"download of {path} returned HTTP {status}: {explain(data)}{store_hint(status)}"
             )
         if data != payload:
-            raise CheckFailed(f"downloaded {len(data)} bytes differ from the {len(payload)} uploaded")
+            raise CheckFailed(
+                f"downloaded {len(data)} bytes differ from the {len(payload)} uploaded"
+            )
         status, data = client.request("DELETE", artifact)
         if status != 200:
             raise CheckFailed(f"delete of {path} returned HTTP {status}: {explain(data)}")
