@@ -6,7 +6,7 @@ PYTEST := .venv/bin/pytest
 bootstrap: ## install Helm 3 and 4, services, the venv (idempotent)
 	scripts/bootstrap.sh
 
-test: bootstrap ## every suite, on Helm 3 and Helm 4
+test: bootstrap lint ## ruff, then every suite, on Helm 3 and Helm 4
 	$(PYTEST) -n 2 -m "not e2e"
 	$(PYTEST) -m e2e
 
@@ -19,7 +19,7 @@ test-cli: ## CLI and plugin tests only
 test-e2e: ## rendered chart run as local processes against PostgreSQL, MariaDB, fake-gcs-server
 	$(PYTEST) -m e2e
 
-lint:
+lint: ## ruff on the package, the tests and the chart's scripts
 	.venv/bin/ruff check src tests charts/mlflow/files
 
 docs: ## regenerate the chart README's parameter table from values.yaml
