@@ -8,7 +8,7 @@ bootstrap: ## install Helm 3 and 4, services, the venv (idempotent)
 
 test: bootstrap lint ## ruff, then every suite, on Helm 3 and Helm 4
 	$(PYTEST) -n 2 -m "not e2e"
-	$(PYTEST) -m e2e
+	$(PYTEST) -n 2 -m e2e
 
 test-chart: ## chart tests only
 	$(PYTEST) -n 2 tests/chart
@@ -17,7 +17,7 @@ test-cli: ## CLI and plugin tests only
 	$(PYTEST) -n 2 tests/cli
 
 test-e2e: ## rendered chart run as local processes against PostgreSQL, MariaDB, fake-gcs-server
-	$(PYTEST) -m e2e
+	$(PYTEST) -n 2 -m e2e
 
 lint: ## ruff on the package, the tests and the chart's scripts
 	.venv/bin/ruff check src tests charts/mlflow/files

@@ -31,6 +31,9 @@ class TestPodSecurity:
         for name, spec in specs:
             pod_sc = spec.get("securityContext") or {}
             assert spec.get("automountServiceAccountToken") is False, name
+            # Service links would inject MLFLOW_PORT=tcp://… (release "mlflow"), which MLflow
+            # reads as its --port.
+            assert spec.get("enableServiceLinks") is False, name
             assert spec.get("hostNetwork") is not True and spec.get("hostPID") is not True, name
             for c in spec["containers"] + spec.get("initContainers", []):
                 where = f"{name} {c['name']}"
