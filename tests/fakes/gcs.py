@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .google import Call, Fault
+from .google import Call, Fault, take_fault
 
 BINARY = None
 
@@ -197,12 +197,8 @@ class FakeGcs:
 
     def _fault(self, op: str, method: str, path: str) -> int | None:
         with self.lock:
-            queue = self.faults.get(op) or []
-            if queue:
-                fault = queue[0]
-                fault.times -= 1
-                if fault.times <= 0:
-                    queue.pop(0)
+            fault = take_fault(self.faults, op)
+            if fault:
                 return fault.status
             if self.fail_every_call_once and (op, method, path) not in self._seen:
                 self._seen.add((op, method, path))

@@ -52,6 +52,18 @@ class Fault:
     message: str = ""
 
 
+def take_fault(faults: dict[str, list[Fault]], op: str) -> Fault | None:
+    """The next injected fault for `op`, used up one time (the fakes share this queue rule)."""
+    queue = faults.get(op) or []
+    if not queue:
+        return None
+    fault = queue[0]
+    fault.times -= 1
+    if fault.times <= 0:
+        queue.pop(0)
+    return fault
+
+
 def _etag(n: int) -> str:
     return base64.b64encode(f"etag-{n}".encode()).decode()
 
@@ -238,12 +250,8 @@ class FakeGoogle:
             return status, payload
 
     def _fault(self, op: str, method: str, path: str) -> tuple[int | None, Any]:
-        queue = self.faults.get(op) or []
-        if queue:
-            fault = queue[0]
-            fault.times -= 1
-            if fault.times <= 0:
-                queue.pop(0)
+        fault = take_fault(self.faults, op)
+        if fault:
             if fault.status == 403:
                 perm = fault.message or op
                 return 403, _error(403, f"Permission '{perm}' denied on resource (or it may "
