@@ -119,18 +119,25 @@ class Helm:
             self._major = version.major
         return self._major
 
-    def release(self, release: str, namespace: str) -> dict | None:
-        """The deployed release's metadata and user values; None when absent."""
+    def _on_release(self, call, what: str) -> tuple[bool, Any]:
+        """Run a call on one release: (False, None) when Helm says the release does not exist."""
         import pyhelm3.errors as herrors
 
         try:
-            meta = self._run(self.command.get_metadata(release, namespace=namespace))
+            return True, self._run(call)
         except herrors.ReleaseNotFoundError:
-            return None
+            return False, None
         except herrors.Error as exc:
             if "not found" in _output(exc).lower():
-                return None
-            raise HelmFailed(f"helm get metadata {release} failed: {_output(exc)}") from exc
+                return False, None
+            raise HelmFailed(f"{what} failed: {_output(exc)}") from exc
+
+    def release(self, release: str, namespace: str) -> dict | None:
+        """The deployed release's metadata and user values; None when absent."""
+        found, meta = self._on_release(self.command.get_metadata(release, namespace=namespace),
+                                       f"helm get metadata {release}")
+        if not found:
+            return None
         values = self._run(self.command.get_values(release, namespace=namespace))
         return {**meta, "values": values}
 
@@ -174,17 +181,10 @@ class Helm:
             return False, _output(exc)
 
     def uninstall(self, release: str, namespace: str) -> bool:
-        import pyhelm3.errors as herrors
-
-        try:
-            self._run(self.command.uninstall(release, namespace=namespace, wait=True))
-        except herrors.ReleaseNotFoundError:
-            return False
-        except herrors.Error as exc:
-            if "not found" in _output(exc).lower():
-                return False
-            raise HelmFailed(f"helm uninstall {release} failed: {_output(exc)}") from exc
-        return True
+        found, _ = self._on_release(
+            self.command.uninstall(release, namespace=namespace, wait=True),
+            f"helm uninstall {release}")
+        return found
 
 
 def helm_from_env(flag: str = "") -> str:
