@@ -85,13 +85,29 @@ class Kube:
         minor = "".join(ch for ch in info.minor if ch.isdigit())
         return int(info.major), int(minor or 0), info.git_version
 
-    def get_namespace(self, name: str) -> dict | None:
+    def _unless_absent(self, fn, what: str) -> tuple[bool, Any]:
+        """(True, fn's result), or (False, None) when the object does not exist (404)."""
         try:
-            ns = self._call(lambda: self._core.read_namespace(name), f"read namespace {name}")
+            return True, self._call(fn, what)
         except Exception as exc:
             if _status(exc) == 404:
-                return None
+                return False, None
             raise
+
+    def _create_or_replace(self, create, replace, what: str) -> None:
+        """Create the object, or replace it when it exists (409)."""
+        try:
+            self._call(create, f"create {what}")
+        except Exception as exc:
+            if _status(exc) != 409:
+                raise
+            self._call(replace, f"replace {what}")
+
+    def get_namespace(self, name: str) -> dict | None:
+        found, ns = self._unless_absent(lambda: self._core.read_namespace(name),
+                                        f"read namespace {name}")
+        if not found:
+            return None
         return {"name": ns.metadata.name, "labels": ns.metadata.labels or {}}
 
     def create_namespace(self, name: str) -> None:
@@ -105,13 +121,11 @@ class Kube:
 
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data, decoded; None when absent."""
-        try:
-            secret = self._call(lambda: self._core.read_namespaced_secret(name, namespace),
-                                f"read secret {namespace}/{name}")
-        except Exception as exc:
-            if _status(exc) == 404:
-                return None
-            raise
+        found, secret = self._unless_absent(
+            lambda: self._core.read_namespaced_secret(name, namespace),
+            f"read secret {namespace}/{name}")
+        if not found:
+            return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     def put_secret(self, namespace: str, name: str, data: dict[str, str],
@@ -122,53 +136,35 @@ class Kube:
             metadata=self.client.V1ObjectMeta(name=name, labels={**MANAGED_BY,
                                                                  **(labels or {})}),
             type="Opaque", data=encoded)
-        try:
-            self._call(lambda: self._core.create_namespaced_secret(namespace, body),
-                       f"create secret {namespace}/{name}")
-        except Exception as exc:
-            if _status(exc) != 409:
-                raise
-            self._call(lambda: self._core.replace_namespaced_secret(name, namespace, body),
-                       f"replace secret {namespace}/{name}")
+        self._create_or_replace(
+            lambda: self._core.create_namespaced_secret(namespace, body),
+            lambda: self._core.replace_namespaced_secret(name, namespace, body),
+            f"secret {namespace}/{name}")
 
     def delete_secret(self, namespace: str, name: str) -> bool:
-        try:
-            self._call(lambda: self._core.delete_namespaced_secret(name, namespace),
-                       f"delete secret {namespace}/{name}")
-        except Exception as exc:
-            if _status(exc) == 404:
-                return False
-            raise
-        return True
+        found, _ = self._unless_absent(
+            lambda: self._core.delete_namespaced_secret(name, namespace),
+            f"delete secret {namespace}/{name}")
+        return found
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
-        try:
-            cm = self._call(lambda: self._core.read_namespaced_config_map(name, namespace),
-                            f"read configmap {namespace}/{name}")
-        except Exception as exc:
-            if _status(exc) == 404:
-                return None
-            raise
+        found, cm = self._unless_absent(
+            lambda: self._core.read_namespaced_config_map(name, namespace),
+            f"read configmap {namespace}/{name}")
+        if not found:
+            return None
         return dict(cm.data or {})
 
     def put_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
         body = self.client.V1ConfigMap(
             metadata=self.client.V1ObjectMeta(name=name, labels=dict(MANAGED_BY)), data=data)
-        try:
-            self._call(lambda: self._core.create_namespaced_config_map(namespace, body),
-                       f"create configmap {namespace}/{name}")
-        except Exception as exc:
-            if _status(exc) != 409:
-                raise
-            self._call(lambda: self._core.replace_namespaced_config_map(name, namespace, body),
-                       f"replace configmap {namespace}/{name}")
+        self._create_or_replace(
+            lambda: self._core.create_namespaced_config_map(namespace, body),
+            lambda: self._core.replace_namespaced_config_map(name, namespace, body),
+            f"configmap {namespace}/{name}")
 
     def delete_configmap(self, namespace: str, name: str) -> bool:
-        try:
-            self._call(lambda: self._core.delete_namespaced_config_map(name, namespace),
-                       f"delete configmap {namespace}/{name}")
-        except Exception as exc:
-            if _status(exc) == 404:
-                return False
-            raise
-        return True
+        found, _ = self._unless_absent(
+            lambda: self._core.delete_namespaced_config_map(name, namespace),
+            f"delete configmap {namespace}/{name}")
+        return found
