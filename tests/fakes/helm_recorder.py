@@ -143,11 +143,9 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
                  "ok    clean up [0.04s]" if ok else "helm test FAILED"]
         if ok:
             lines.append("helm test passed")
-        out = "\n".join(lines) + "\n"
+        sys.stdout.write("\n".join(lines) + "\n")
         if ok:
-            sys.stdout.write(out)
             return 0
-        sys.stdout.write(out)
         sys.stderr.write(f"Error: 1 error occurred:\n\t* pod {argv[1]}-test failed\n")
         return 1
     if cmd == "status":
