@@ -1,0 +1,580 @@
+"""The chart's default server against `mlflow server` with MLflow's own defaults, back to back on
+one PostgreSQL, under closed-loop load on loopback (issue 6).
+
+Chart side: the e2e harness renders the chart with real Helm (default values unless `--set`),
+provisions the in-cluster database on the local PostgreSQL, runs the rendered migration Job and
+the server pod's command and environment. Baseline: `mlflow server --backend-store-uri
+postgresql+psycopg2://…` (the chart's driver) with nothing else, in its own fresh database on the
+same PostgreSQL; MLflow's defaults serve artifacts too.
+
+Load: N clients over kept-alive HTTP/1.1 connections (asyncio + aiohttp, one connection per
+client, as the MLflow client keeps its own); each sends its next request when the previous one
+answered. Workloads: log-metric and log-batch (100 metrics) at each concurrency, and an
+experiments search. Every client logs to its own run (runs are created first), as training jobs
+do. Any non-200 answer or timeout is an error; `errors` counts the chart's over every workload
+(warm-up included), `baseline_errors` the baseline's.
+
+Memory: the server's process tree (the `mlflow server` process, uvicorn's supervisor and its
+workers) sampled during load; `memory_ratio` is the ratio of the peak tree RSS. PSS (from
+smaps_rollup, which counts shared pages once) is printed alongside.
+
+Prints `name: value` lines; run `python bench/server.py --help` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import psutil
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
+
+from e2e_release import Release, Services  # noqa: E402
+from e2e_services import PostgreSQL, free_port, random_password, spawn, stop_process, tail  # noqa: E402
+
+API = "/api/2.0/mlflow"
+BATCH_SIZE = 100
+
+
+class NoGCS:
+    """The chart's default release keeps artifacts on a volume: no bucket, no emulator."""
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def create_bucket(self, name: str) -> None:  # pragma: no cover - default values have none
+        raise AssertionError(f"default values should not name a bucket ({name})")
+
+
+# ------------------------------------------------------------------------------ servers ----
+
+
+@dataclass
+class Server:
+    side: str  # chart | baseline
+    base_url: str
+    pid: int
+    db_name: str
+    description: str
+    stop: object  # callable
+    startup_s: float
+
+
+def start_chart(pg: PostgreSQL, helm: str, workdir: Path, values: dict) -> Server:
+    started = time.monotonic()
+    rel = Release(helm, Services(pg, None, NoGCS()), workdir / "chart", values=values)
+    try:
+        rel.install()
+    except BaseException:
+        rel.stop()
+        raise
+    assert rel.server is not None
+    env = rel.server_env()
+    args = rel.server_args()
+    pool = "+".join(
+        env.get(k, "-")
+        for k in ("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW")
+    )
+    knobs = [a for a in args if a.startswith(("--workers", "--uvicorn-opts"))]
+    extra_env = sorted(
+        f"{k}={v}"
+        for k, v in env.items()
+        if k.startswith(("MLFLOW_SERVER_", "MALLOC_", "PYTHON")) and "PASSWORD" not in k
+    )
+    return Server(
+        side="chart",
+        base_url=rel.tracking_uri(),
+        pid=rel.server.proc.pid,
+        db_name=rel.db_name,
+        description=" ".join([*knobs, f"pool={pool}", *extra_env]),
+        stop=rel.stop,
+        startup_s=time.monotonic() - started,
+    )
+
+
+def start_baseline(pg: PostgreSQL, workdir: Path, extra_args: list[str]) -> Server:
+    started = time.monotonic()
+    db, user, password = "mlflow_baseline", "baseline", random_password()
+    pg.provision(db, user, password)
+    home = workdir / "baseline"
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    uri = f"postgresql+psycopg2://{user}:{password}@127.0.0.1:{pg.port}/{db}"
+    argv = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra_args,
+    ]
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(home),
+    }
+    log = home / "server.log"
+    with open(log, "ab") as out:
+        proc = spawn(argv, env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"baseline server exited {proc.returncode}:\n{tail(log, 60)}")
+        try:
+            import urllib.request
+
+            with urllib.request.urlopen(base_url + "/health", timeout=5) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"baseline server not healthy after 180 s:\n{tail(log, 60)}")
+        time.sleep(0.5)
+    return Server(
+        side="baseline",
+        base_url=base_url,
+        pid=proc.pid,
+        db_name=db,
+        description=" ".join(["mlflow server defaults (4 workers, job execution on)", *extra_args]),
+        stop=lambda: stop_process(proc),
+        startup_s=time.monotonic() - started,
+    )
+
+
+# ---------------------------------------------------------------------------- sampling ----
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def tree_cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            # children_*: processes it reaped (PostgreSQL backends that ended in the window).
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+@dataclass
+class Memory:
+    pid: int
+    rss_peak: int = 0
+    pss_peak: int = 0
+    pss_ok: bool = True
+
+    def sample(self, pss: bool = False) -> None:
+        rss = pss_total = 0
+        for p in tree(self.pid):
+            with contextlib.suppress(psutil.Error):
+                rss += p.memory_info().rss
+                if pss and self.pss_ok:
+                    try:
+                        pss_total += p.memory_full_info().pss
+                    except (psutil.AccessDenied, AttributeError):
+                        self.pss_ok = False
+        self.rss_peak = max(self.rss_peak, rss)
+        if pss and self.pss_ok:
+            self.pss_peak = max(self.pss_peak, pss_total)
+
+    async def run(self, interval: float = 0.5) -> None:
+        n = 0
+        while True:
+            self.sample(pss=n % 4 == 0)
+            n += 1
+            await asyncio.sleep(interval)
+
+
+# ------------------------------------------------------------------------------- load ----
+
+
+@dataclass
+class Result:
+    workload: str
+    concurrency: int
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    loadgen_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+    pg_cpu_s: float = 0.0
+    pg_sessions: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.workload}_c{self.concurrency}"
+
+    def quantile(self, q: float) -> float:
+        if not self.latencies:
+            return math.nan
+        data = sorted(self.latencies)
+        # Nearest-rank: the smallest latency at or above the q-th fraction of requests.
+        return data[min(len(data) - 1, max(0, math.ceil(q * len(data)) - 1))]
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.seconds
+
+
+class Client:
+    """The REST calls the MLflow client makes, over one kept-alive connection."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+
+    async def post(self, path: str, body: dict) -> dict:
+        async with self.session.post(self.base_url + API + path, json=body) as resp:
+            data = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status} {path}: {data[:200]!r}")
+            return json.loads(data) if data else {}
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def request_for(workload: str, run_id: str, client: int, seq: int) -> tuple[str, dict]:
+    now = int(time.time() * 1000)
+    if workload == "logmetric":
+        return "/runs/log-metric", {
+            "run_id": run_id,
+            "key": f"loss_{client}",
+            "value": random.random(),
+            "timestamp": now,
+            "step": seq,
+        }
+    if workload == "logbatch":
+        return "/runs/log-batch", {
+            "run_id": run_id,
+            "metrics": [
+                {"key": f"m{j:03d}", "value": random.random(), "timestamp": now, "step": seq}
+                for j in range(BATCH_SIZE)
+            ],
+        }
+    return "/experiments/search", {"max_results": 100}
+
+
+async def setup_runs(base_url: str, timeout: float, runs: int, experiments: int) -> list[str]:
+    client = Client(base_url, timeout)
+    try:
+        exp = await client.post("/experiments/create", {"name": f"bench-{time.time_ns()}"})
+        experiment_id = exp["experiment_id"]
+        for i in range(experiments - 1):
+            await client.post("/experiments/create", {"name": f"bench-extra-{i}"})
+        run_ids = []
+        for i in range(runs):
+            run = await client.post(
+                "/runs/create",
+                {"experiment_id": experiment_id, "run_name": f"client-{i}"},
+            )
+            run_ids.append(run["run"]["info"]["run_id"])
+        return run_ids
+    finally:
+        await client.close()
+
+
+async def load(
+    server: Server,
+    workload: str,
+    concurrency: int,
+    run_ids: list[str],
+    warmup: float,
+    seconds: float,
+    timeout: float,
+    pg: PostgreSQL,
+) -> Result:
+    result = Result(workload, concurrency, seconds)
+    clients = [Client(server.base_url, timeout) for _ in range(concurrency)]
+    window: list[float] = []  # [start, end] of the measured window, set below
+    stop_at = [math.inf]
+    seqs = [int(time.time()) * 1000] * concurrency
+
+    async def worker(i: int) -> None:
+        run_id = run_ids[i % len(run_ids)]
+        while time.monotonic() < stop_at[0]:
+            seqs[i] += 1
+            path, body = request_for(workload, run_id, i, seqs[i])
+            started = time.monotonic()
+            try:
+                await clients[i].post(path, body)
+            except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError) as exc:
+                result.errors += 1
+                if len(result.error_samples) < 3:
+                    result.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
+                continue
+            done = time.monotonic()
+            if window and window[0] <= started and done <= window[1]:
+                result.latencies.append(done - started)
+
+    procs = tree(server.pid)
+    pg_procs = tree(pg.proc.pid) if pg.proc else []
+    started = time.monotonic()
+    stop_at[0] = started + warmup + seconds
+    tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+    await asyncio.sleep(warmup)
+    sessions0 = pg_sessions(pg, server.db_name)
+    cpu0, pg0, own0 = tree_cpu(procs), tree_cpu(pg_procs), time.process_time()
+    window[:] = [time.monotonic(), time.monotonic() + seconds]
+    await asyncio.sleep(seconds)
+    result.loadgen_cpu_s = time.process_time() - own0
+    result.server_cpu_s = tree_cpu(procs) - cpu0
+    result.pg_cpu_s = tree_cpu(pg_procs) - pg0
+    result.pg_sessions = pg_sessions(pg, server.db_name) - sessions0
+    # Let the requests in flight finish (their errors count) before the next workload.
+    await asyncio.gather(*tasks)
+    for c in clients:
+        await c.close()
+    return result
+
+
+def pg_sessions(pg: PostgreSQL, database: str) -> int:
+    """Sessions ever opened on the database (PostgreSQL 14+): new connections during a window."""
+    rows = pg.admin(f"SELECT sessions FROM pg_stat_database WHERE datname = '{database}'")
+    return int(rows[0][0]) if rows else 0
+
+
+async def measure(server: Server, args: argparse.Namespace, pg: PostgreSQL) -> dict:
+    memory = Memory(server.pid)
+    memory.sample(pss=True)
+    idle_rss, idle_pss = memory.rss_peak, memory.pss_peak
+    sampler = asyncio.create_task(memory.run())
+    workloads = [(w, c) for w in ("logmetric", "logbatch") for c in args.concurrency]
+    workloads.append(("search", min(args.concurrency)))
+    if args.workloads:
+        workloads = [(w, c) for w, c in workloads if w in args.workloads]
+    try:
+        run_ids = await setup_runs(
+            server.base_url, args.timeout, max(args.concurrency), args.experiments
+        )
+        results = []
+        for workload, concurrency in workloads:
+            results.append(
+                await load(
+                    server,
+                    workload,
+                    concurrency,
+                    run_ids,
+                    args.warmup,
+                    args.seconds,
+                    args.timeout,
+                    pg,
+                )
+            )
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    memory.sample(pss=True)
+    return {
+        "results": results,
+        "rss_peak": memory.rss_peak,
+        "pss_peak": memory.pss_peak if memory.pss_ok else None,
+        "rss_idle": idle_rss,
+        "pss_idle": idle_pss if memory.pss_ok else None,
+    }
+
+
+# ------------------------------------------------------------------------------ report ----
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.{digits}f}"
+
+
+def report_side(side: str, server: Server, data: dict) -> int:
+    mib = 1024 * 1024
+    print(f"{side}_config: {server.description}")
+    print(f"{side}_startup_s: {fmt(server.startup_s, 1)}")
+    errors = 0
+    for r in data["results"]:
+        p = f"{side}_{r.name}"
+        print(f"{p}_rps: {fmt(r.rps, 1)}")
+        print(f"{p}_p50_s: {fmt(r.quantile(0.50))}")
+        print(f"{p}_p95_s: {fmt(r.quantile(0.95))}")
+        print(f"{p}_p99_s: {fmt(r.quantile(0.99))}")
+        print(f"{p}_errors: {r.errors}")
+        n = max(1, len(r.latencies))
+        print(f"{p}_server_cpu_ms_per_req: {fmt(1000 * r.server_cpu_s / n, 1)}")
+        print(f"{p}_postgres_cpu_ms_per_req: {fmt(1000 * r.pg_cpu_s / n, 1)}")
+        print(f"{p}_new_db_sessions_per_s: {fmt(r.pg_sessions / r.seconds, 1)}")
+        print(f"{p}_loadgen_cpu_pct: {fmt(100 * r.loadgen_cpu_s / r.seconds, 1)}")
+        for sample in r.error_samples:
+            print(f"# {side} {r.name} error: {sample}")
+        errors += r.errors
+    print(f"{side}_rss_idle_mib: {fmt(data['rss_idle'] / mib, 0)}")
+    print(f"{side}_rss_peak_mib: {fmt(data['rss_peak'] / mib, 0)}")
+    if data["pss_peak"] is not None:
+        print(f"{side}_pss_idle_mib: {fmt(data['pss_idle'] / mib, 0)}")
+        print(f"{side}_pss_peak_mib: {fmt(data['pss_peak'] / mib, 0)}")
+    print(f"{side}_errors: {errors}")
+    return errors
+
+
+def ratio(chart: dict, baseline: dict, name: str, attr: str) -> float:
+    def value(data: dict) -> float:
+        r = next((r for r in data["results"] if r.name == name), None)
+        if r is None:
+            return math.nan
+        return r.rps if attr == "rps" else r.quantile(0.99)
+
+    b = value(baseline)
+    return value(chart) / b if b else math.nan
+
+
+def set_value(values: dict, assignment: str) -> None:
+    """`a.b.c=VALUE` (VALUE parsed as YAML), like `helm --set`."""
+    key, _, raw = assignment.partition("=")
+    node = values
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=30, help="measured window per workload")
+    ap.add_argument("--warmup", type=float, default=5, help="unmeasured load before each window")
+    ap.add_argument(
+        "--concurrency",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[8, 32],
+        help="comma-separated client counts (default 8,32); search runs at the smallest",
+    )
+    ap.add_argument("--only", choices=("chart", "baseline"), help="measure one side only")
+    ap.add_argument(
+        "--workloads",
+        type=lambda s: s.split(","),
+        help="subset of logmetric,logbatch,search (default: all)",
+    )
+    ap.add_argument("--timeout", type=float, default=30, help="per-request timeout (an error)")
+    ap.add_argument("--experiments", type=int, default=20, help="experiments the search returns")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="chart value for an experiment (as helm --set; default: the chart's defaults)",
+    )
+    ap.add_argument(
+        "--baseline-arg", action="append", default=[], help="extra `mlflow server` argument"
+    )
+    ap.add_argument(
+        "--helm",
+        default=os.environ.get("HELM4_BIN", str(REPO_ROOT / ".tools" / "helm4" / "helm")),
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    values: dict = {}
+    for assignment in args.sets:
+        set_value(values, assignment)
+
+    import mlflow
+
+    print(f"machine_cpus: {os.cpu_count()}")
+    print(f"machine_loadavg_at_start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"python: {platform.python_version()}")
+    print(f"mlflow_version: {mlflow.__version__}")
+    print(f"seconds: {fmt(args.seconds, 1)}")
+    print(f"warmup_s: {fmt(args.warmup, 1)}")
+    print(f"chart_values: {yaml.safe_dump(values, default_flow_style=True).strip()}")
+    print("memory_measure: peak RSS of the server's process tree (parent + workers)")
+    sys.stdout.flush()
+
+    sides = [args.only] if args.only else ["chart", "baseline"]
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-bench-"))
+    workdir.chmod(0o755)
+    pg = PostgreSQL().start()
+    data: dict[str, dict] = {}
+    errors = chart_errors = 0
+    try:
+        for side in sides:
+            if side == "chart":
+                server = start_chart(pg, args.helm, workdir, values)
+            else:
+                server = start_baseline(pg, workdir, args.baseline_arg)
+            try:
+                data[side] = asyncio.run(measure(server, args, pg))
+            finally:
+                server.stop()
+            side_errors = report_side(side, server, data[side])
+            errors += side_errors
+            if side == "chart":
+                chart_errors = side_errors
+            sys.stdout.flush()
+    finally:
+        pg.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    if "chart" in data and "baseline" in data:
+        c, b = data["chart"], data["baseline"]
+        top = max(args.concurrency)
+        lines = {
+            f"logmetric_c{top}_throughput_ratio": ratio(c, b, f"logmetric_c{top}", "rps"),
+            f"logmetric_c{top}_p99_ratio": ratio(c, b, f"logmetric_c{top}", "p99"),
+            f"logbatch_c{top}_throughput_ratio": ratio(c, b, f"logbatch_c{top}", "rps"),
+            f"logbatch_c{top}_p99_ratio": ratio(c, b, f"logbatch_c{top}", "p99"),
+        }
+        for name, value in lines.items():
+            print(f"{name}: {fmt(value)}")
+        print(f"errors: {chart_errors}")
+        mem = c["rss_peak"] / b["rss_peak"]
+        print(f"memory_ratio: {fmt(mem)}")
+        if c["pss_peak"] and b["pss_peak"]:
+            print(f"memory_pss_ratio: {fmt(c['pss_peak'] / b['pss_peak'])}")
+        targets = {
+            "logmetric throughput >= 1.3": lines[f"logmetric_c{top}_throughput_ratio"] >= 1.3,
+            "logmetric p99 <= 0.8": lines[f"logmetric_c{top}_p99_ratio"] <= 0.8,
+            "logbatch throughput >= 1.0": lines[f"logbatch_c{top}_throughput_ratio"] >= 1.0,
+            "logbatch p99 <= 0.8": lines[f"logbatch_c{top}_p99_ratio"] <= 0.8,
+            "errors == 0": chart_errors == 0,
+            "memory <= 0.85": mem <= 0.85,
+        }
+        print(f"targets_met: {sum(targets.values())}/{len(targets)}")
+        for name, ok in targets.items():
+            if not ok:
+                print(f"# target missed: {name}")
+    else:
+        print(f"errors: {errors}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
