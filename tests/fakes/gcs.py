@@ -45,9 +45,27 @@ IAM_PATH = re.compile(r"^/storage/v1/b/(?P<b>[^/]+)/iam$")
 BUCKET_PATH = re.compile(r"^/storage/v1/b(/(?P<b>[^/]+))?$")
 
 
+def _resource(path: str, raw: bytes) -> tuple[str, tuple[str, ...]]:
+    """(key, refs) of a call: `bucket/NAME`, `bucket/NAME/policy`, `bucket/NAME/o/...`;
+    refs are the service accounts a policy binds (they must exist)."""
+    body = json.loads(raw or b"{}") if raw[:1] == b"{" else {}
+    iam = IAM_PATH.match(path)
+    if iam:
+        refs = tuple(sorted(f"sa/{member.split(':', 1)[1]}"
+                            for binding in body.get("bindings", [])
+                            for member in binding.get("members", [])
+                            if member.startswith("serviceAccount:")))
+        return f"bucket/{iam['b']}/policy", refs
+    match = BUCKET_PATH.match(path)
+    if match:
+        return f"bucket/{match['b'] or body.get('name', '')}", ()
+    return "bucket/" + path.split("/b/", 1)[-1], ()
+
+
 class FakeGcs:
-    def __init__(self, project_number: str = "123456789012") -> None:
+    def __init__(self, project_number: str = "123456789012", latency: float = 0.0) -> None:
         self.project_number = project_number
+        self.latency = latency  # slept per call before it is handled, as the Google fake
         self.policies: dict[str, dict] = {}  # bucket -> {"policy", "n"}
         self.iam_config: dict[str, dict] = {}  # bucket -> iamConfiguration
         self.calls: list[Call] = []
@@ -146,9 +164,17 @@ class FakeGcs:
                 raw = self.rfile.read(length) if length else b""
                 path = urlsplit(self.path).path
                 op, mutating = fake._op(self.command, path)
+                start = time.monotonic()
+                if fake.latency:
+                    time.sleep(fake.latency)
+
+                def log(status):
+                    fake._log(Call("storage", op, self.command, path, status, mutating, start,
+                                   time.monotonic(), *_resource(path, raw)))
+
                 status = fake._fault(op, self.command, path)
                 if status:
-                    fake._log(op, self.command, path, status, mutating)
+                    log(status)
                     return self._json(status, {"error": {"code": status,
                                                          "message": "injected"}})
                 for hook in list(fake.hooks):
@@ -156,7 +182,7 @@ class FakeGcs:
                 iam = IAM_PATH.match(path)
                 if iam:
                     status, obj = fake._iam(self.command, iam["b"], raw)
-                    fake._log(op, self.command, path, status, mutating)
+                    log(status)
                     return self._json(status, obj)
                 conn = http.client.HTTPConnection("127.0.0.1", fake.backend_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items()
@@ -164,7 +190,7 @@ class FakeGcs:
                 conn.request(self.command, self.path, body=raw, headers=headers)
                 resp = conn.getresponse()
                 data = fake._iam_configuration(op, raw, resp.status, resp.read())
-                fake._log(op, self.command, path, resp.status, mutating)
+                log(resp.status)
                 keep = [(k, v) for k, v in resp.getheaders()
                         if k.lower() not in ("content-length", "transfer-encoding",
                                              "connection")]
@@ -191,9 +217,9 @@ class FakeGcs:
                 body["iamConfiguration"] = self.iam_config[body["name"]]
         return json.dumps(body).encode()
 
-    def _log(self, op, method, path, status, mutating) -> None:
+    def _log(self, call: Call) -> None:
         with self.lock:
-            self.calls.append(Call("storage", op, method, path, status, mutating))
+            self.calls.append(call)
 
     def _fault(self, op: str, method: str, path: str) -> int | None:
         with self.lock:

@@ -12,7 +12,11 @@ where the emulators on PyPI fall short:
 - New service accounts are invisible for `sa_delay` seconds (404 on get/getIamPolicy, 400
   "does not exist" when bound in a project policy): IAM's eventual consistency.
 - Injectable failures (429/503/403…) per operation, or "every call fails once".
-- A call log with each call's operation and whether it is a read or a mutation.
+- A call log with each call's operation, whether it is a read or a mutation, when it was
+  received and answered, and the resource it touched (`key`, a path like
+  `sql/PROJECT/INSTANCE/databases/NAME`), for the install benchmark's critical path.
+- Injectable latency per call (`latency`), slept before the call is handled and outside the
+  lock, so concurrent calls overlap as they do against Google.
 Not modelled: conditions evaluation, quotas, LROs of IAM/CRM (they are synchronous there too).
 """
 
@@ -43,6 +47,14 @@ class Call:
     path: str
     status: int
     mutating: bool
+    start: float = 0.0  # time.monotonic() when the request arrived
+    end: float = 0.0  # when it was answered
+    key: str = ""  # the resource: a path whose parents are the resources it lives in
+    refs: tuple[str, ...] = ()  # other resources it needs to exist (members of a policy)
+    operation: str = ""  # Cloud SQL: the operation it started, or polled
+    done: bool = False  # operations.get: the operation was DONE
+    instance: str = ""  # Cloud SQL: the instance whose one-at-a-time operation queue it joins
+    agent: str = ""  # the client's User-Agent (the Kubernetes fake tells Helm from us)
 
 
 @dataclass
@@ -82,7 +94,8 @@ class State:
 class FakeGoogle:
     """The fake's state and behaviour; `serve()` puts it on a loopback port."""
 
-    def __init__(self, op_seconds: float = 0.05, sa_delay: float = 0.0) -> None:
+    def __init__(self, op_seconds: float = 0.05, sa_delay: float = 0.0,
+                 latency: float = 0.0) -> None:
         self.state = State()
         self.lock = threading.RLock()
         self.calls: list[Call] = []
@@ -91,6 +104,7 @@ class FakeGoogle:
         self._seen: set[tuple[str, str, str]] = set()
         self.op_seconds = op_seconds
         self.sa_delay = sa_delay
+        self.latency = latency
         self.op_errors: dict[str, str] = {}  # op name prefix -> error message at DONE
         self.hooks: list[Callable[[str, dict], None]] = []  # (op, body) before handling
         self._op_n = 0
@@ -235,6 +249,9 @@ class FakeGoogle:
             return 404, _error(404, f"no route {method} {url.path}", "NOT_FOUND")
         full_op = f"{api}.{op}"
         mutating = op.rsplit(".", 1)[-1] not in READ_OPS
+        start = time.monotonic()
+        if self.latency:
+            time.sleep(self.latency)
         with self.lock:
             self._tick()
             status, payload = self._fault(full_op, method, url.path)
@@ -246,7 +263,13 @@ class FakeGoogle:
                         match.groupdict(), query, body)
                 except KeyError as exc:
                     status, payload = 404, _error(404, f"not found: {exc}", "NOT_FOUND")
-            self.calls.append(Call(api, op, method, url.path, status, mutating))
+            key, refs, operation, instance = _resource(op, match.groupdict(), query, body)
+            call = Call(api, op, method, url.path, status, mutating, start, time.monotonic(),
+                        key, refs, operation, instance=instance)
+            if isinstance(payload, dict) and payload.get("kind") == "sql#operation":
+                call.operation = payload["name"]
+                call.done = op == "operations.get" and payload["status"] == "DONE"
+            self.calls.append(call)
             return status, payload
 
     def _fault(self, op: str, method: str, path: str) -> tuple[int | None, Any]:
@@ -483,6 +506,37 @@ class FakeGoogle:
 
     def _operations_get(self, m, q, b):
         return 200, _public(self.state.operations[m["o"]])
+
+
+def _resource(op: str, m: dict, q: dict, b: dict) -> tuple[str, tuple[str, ...], str, str]:
+    """(key, refs, operation, instance) of a call, from its route's parameters and body."""
+    p = m.get("p", "")
+    refs: tuple[str, ...] = ()
+    if op.endswith("setIamPolicy"):
+        refs = tuple(sorted(
+            f"sa/{member.split(':', 1)[1]}"
+            for binding in (b.get("policy") or {}).get("bindings", [])
+            for member in binding.get("members", [])
+            if member.startswith("serviceAccount:") and "[" not in member))
+    kind = op.split(".")[0]
+    if kind == "projects":
+        key = f"project/{p}" + ("/policy" if "IamPolicy" in op else "")
+    elif kind == "serviceAccounts":
+        email = m.get("e") or f"{b.get('accountId')}@{p}.iam.gserviceaccount.com"
+        key = f"sa/{email}" + ("/policy" if "IamPolicy" in op else "")
+    elif kind == "clusters":
+        key = f"cluster/{p}/{m['l']}/{m['c']}"
+    elif kind == "operations":
+        return f"sqlop/{m['o']}", refs, m["o"], ""
+    else:  # sqladmin instances, databases, users
+        instance = f"sql/{p}/{m['i']}"
+        name = m.get("d") or q.get("name") or b.get("name") or ""
+        key = instance if kind == "instances" else f"{instance}/{kind}"
+        if name and kind != "instances":
+            key += f"/{name}"
+        queued = instance if op.split(".")[-1] in ("patch", "insert", "update", "delete") else ""
+        return key, refs, "", queued
+    return key, refs, "", ""
 
 
 def _public(op: dict) -> dict:

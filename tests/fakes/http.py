@@ -1,5 +1,6 @@
 """The HTTP side every JSON fake shares: a threaded server on 127.0.0.1 that hands each
-request to `handle(method, path, body_bytes) -> (status, json_payload)`."""
+request to `handle(method, path, body_bytes) -> (status, json_payload)`, or, when the handler
+asks for them (`headers=True`), `handle(method, path, body_bytes, headers)`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Handle = Callable[[str, str, bytes], tuple[int, object]]
+Handle = Callable[..., tuple[int, object]]
 
 
-def serve_json(handle: Handle, content_type: str = "application/json") -> ThreadingHTTPServer:
+def serve_json(handle: Handle, content_type: str = "application/json",
+               headers: bool = False) -> ThreadingHTTPServer:
     """Start serving in a daemon thread; the caller shuts the returned server down."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -23,7 +25,8 @@ def serve_json(handle: Handle, content_type: str = "application/json") -> Thread
         def _handle(self):
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            status, payload = handle(self.command, self.path, raw)
+            args = (self.headers,) if headers else ()
+            status, payload = handle(self.command, self.path, raw, *args)
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)

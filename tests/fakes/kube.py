@@ -11,6 +11,7 @@ import copy
 import json
 import re
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +25,20 @@ NS_PATH = re.compile(r"^/api/v1/namespaces(/(?P<ns>[^/]+))?$")
 OBJ_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>secrets|configmaps)"
                       r"(/(?P<name>[^/]+))?$")
 KINDS = {"secrets": "Secret", "configmaps": "ConfigMap"}
+
+
+def _key(method: str, path: str, body: dict) -> str:
+    """The resource a call touches: `ns/NS`, `ns/NS/secrets/NAME`; a create names it in the
+    body."""
+    if method == "POST":
+        path = f"{path}/{(body.get('metadata') or {}).get('name', '')}"
+    match = OBJ_PATH.match(path)
+    if match:
+        return "/".join(x for x in ("ns", match["ns"], match["kind"], match["name"]) if x)
+    match = NS_PATH.match(path)
+    if match:
+        return f"ns/{match['ns']}" if match["ns"] else "ns"
+    return path.strip("/") or "/"
 
 
 def _status(code: int, reason: str, message: str) -> dict:
@@ -42,7 +57,7 @@ class FakeKube:
         self._rv = 1
 
     def serve(self) -> str:
-        self.server = serve_json(self.handle)
+        self.server = serve_json(self.handle, headers=True)
         return url_of(self.server)
 
     def close(self) -> None:
@@ -53,15 +68,18 @@ class FakeKube:
     def mutating_calls(self) -> list[Call]:
         return [c for c in self.calls if c.mutating]
 
-    def handle(self, method: str, raw_path: str, raw: bytes):
+    def handle(self, method: str, raw_path: str, raw: bytes, headers=None):
         url = urlsplit(raw_path)
         path = url.path.rstrip("/") or "/"
         selector = parse_qs(url.query).get("labelSelector", [""])[0]
+        start = time.monotonic()
+        body = json.loads(raw) if raw else {}
         with self.lock:
-            status, obj, op = self._route(method, path, json.loads(raw) if raw else {},
-                                          selector)
+            status, obj, op = self._route(method, path, body, selector)
             self.calls.append(Call("kube", op, method, path, status,
-                                   method not in ("GET", "HEAD")))
+                                   method not in ("GET", "HEAD"), start, time.monotonic(),
+                                   _key(method, path, body),
+                                   agent=(headers or {}).get("User-Agent", "")))
             return status, obj
 
     def _meta(self, obj: dict) -> dict:
