@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,13 +35,27 @@ from .steps.kubernetes import ExternalSecretStep, NamespaceStep
 from .steps.release import ReleaseStep
 from .values import compute_values
 
-# Steps in one phase are independent and run concurrently; a phase waits for the previous.
-PHASES: list[list[type[Step]]] = [
-    [NamespaceStep, ServiceAccountStep, BucketStep, InstanceFlagsStep, DatabaseStep],
-    [BucketIamStep, WorkloadIdentityStep, ProjectIamStep, DatabaseUserStep, ExternalSecretStep],
-    [DatabaseGrantStep],
-    [ReleaseStep],
-]
+# Every step, in the order plans are shown, and what each must wait for: a step starts as soon
+# as the steps it needs are done (or disabled), so unrelated work never waits. A Cloud SQL
+# instance runs one operation at a time; SqlAdmin queues ours, so the database and the user
+# need not wait for each other here.
+NEEDS: dict[type[Step], tuple[type[Step], ...]] = {
+    NamespaceStep: (),
+    ServiceAccountStep: (),
+    BucketStep: (),
+    InstanceFlagsStep: (),
+    DatabaseStep: (),
+    BucketIamStep: (BucketStep, ServiceAccountStep),
+    WorkloadIdentityStep: (ServiceAccountStep,),
+    ProjectIamStep: (ServiceAccountStep,),
+    # Its password Secret lives in the namespace; an IAM user needs the IAM flag and the account.
+    DatabaseUserStep: (NamespaceStep, InstanceFlagsStep, ServiceAccountStep),
+    ExternalSecretStep: (NamespaceStep,),
+    # Connects as the IAM user (its flag and roles), records the grant in a ConfigMap.
+    DatabaseGrantStep: (DatabaseStep, DatabaseUserStep, ProjectIamStep, NamespaceStep),
+}
+NEEDS[ReleaseStep] = tuple(NEEDS)  # the chart goes in once everything it uses exists
+STEPS: list[type[Step]] = list(NEEDS)
 # The chart's test pod prints "ok    <check> (<detail>) [<seconds>s]" or "FAIL  <check>: <reason>".
 TEST_LINE = re.compile(r"^(ok|FAIL)\s+(.*?)(?:\s+\[[0-9.]+s\])?$")
 
@@ -91,16 +105,54 @@ class Result:
         return out
 
 
-def _steps(ctx: Context) -> list[list[Step]]:
-    return [[s for s in (cls(ctx) for cls in phase) if s.enabled()] for phase in PHASES]
+def _steps(ctx: Context) -> list[Step]:
+    return [step for step in (cls(ctx) for cls in STEPS) if step.enabled()]
 
 
-def plan_all(ctx: Context, phases: list[list[Step]]) -> list[tuple[Step, list[Change]]]:
-    """Every step's plan, read concurrently; in phase order."""
-    flat = [step for phase in phases for step in phase]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        plans = list(pool.map(lambda s: s.plan(), flat))
-    return list(zip(flat, plans, strict=True))
+def plan_all(ctx: Context, steps: list[Step]) -> list[tuple[Step, list[Change]]]:
+    """Every step's plan, all read at once; in STEPS order."""
+    with ThreadPoolExecutor(max_workers=max(1, len(steps))) as pool:
+        plans = list(pool.map(lambda s: s.plan(), steps))
+    return list(zip(steps, plans, strict=True))
+
+
+def apply_all(ctx: Context, planned: list[tuple[Step, list[Change]]]) -> None:
+    """Run each step once the steps it needs are done. After a failure nothing new starts;
+    the steps already running finish, then the first error is raised."""
+    changes = dict(planned)
+    enabled = {type(step) for step, _ in planned}
+    waiting = [step for step, _ in planned]
+    done: set[type[Step]] = set()
+    running: dict[Future, Step] = {}
+    errors: list[BaseException] = []
+
+    def run(step: Step) -> float:
+        began = time.monotonic()
+        step.run(changes[step])
+        ctx.after_apply(step.name)
+        return time.monotonic() - began
+
+    with ThreadPoolExecutor(max_workers=max(1, len(waiting))) as pool:
+        while waiting or running:
+            ready = [] if errors else [
+                step for step in waiting
+                if all(need in done or need not in enabled for need in NEEDS[type(step)])]
+            for step in ready:
+                waiting.remove(step)
+                running[pool.submit(run, step)] = step
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                step = running.pop(future)
+                if future.exception() is not None:
+                    errors.append(future.exception())
+                    continue
+                done.add(type(step))
+                if any(c.action != UNCHANGED for c in changes[step]):
+                    ctx.say(f"done  {step.name} ({future.result():.1f}s)")
+    if errors:
+        raise errors[0]
 
 
 def reach(ctx: Context) -> list[str]:
@@ -120,8 +172,7 @@ def _new_result(ctx: Context, command: str) -> Result:
 def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:
     start = time.monotonic()
     preflight(ctx)
-    phases = _steps(ctx)
-    planned = plan_all(ctx, phases)
+    planned = plan_all(ctx, _steps(ctx))
     result = _new_result(ctx, command)
     result.project = ctx.opts.project
     result.changes = [c for _, changes in planned for c in changes]
@@ -132,7 +183,7 @@ def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:
 
 
 def do_install(ctx: Context, on_plan=None) -> Result:
-    """Preflight, plan, apply phase by phase (steps of a phase concurrently), test.
+    """Preflight, plan, apply (each step once the steps it needs are done), test.
 
     `on_plan` sees the plan before anything changes (the CLI prints it there).
     """
@@ -142,21 +193,7 @@ def do_install(ctx: Context, on_plan=None) -> Result:
         return result
     if on_plan:
         on_plan(result)
-    by_step = dict(planned)
-    for phase in _steps_from(planned):
-        work = [(step, by_step[step]) for step in phase]
-
-        def run(item):
-            step, changes = item
-            began = time.monotonic()
-            step.run(changes)
-            ctx.after_apply(step.name)
-            return step, time.monotonic() - began
-
-        with ThreadPoolExecutor(max_workers=max(1, len(work))) as pool:
-            for step, elapsed in pool.map(run, work):
-                if any(c.action != UNCHANGED for c in by_step[step]):
-                    ctx.say(f"done  {step.name} ({elapsed:.1f}s)")
+    apply_all(ctx, planned)
     if not ctx.opts.skip_tests:
         result.tests = run_tests(ctx)
         if not result.tests["passed"]:
@@ -168,17 +205,6 @@ def do_install(ctx: Context, on_plan=None) -> Result:
     result.next_steps = reach(ctx)
     result.elapsed = time.monotonic() - start
     return result
-
-
-def _steps_from(planned: list[tuple[Step, list[Change]]]) -> list[list[Step]]:
-    phases: list[list[Step]] = []
-    index = {cls: i for i, phase in enumerate(PHASES) for cls in phase}
-    for step, _ in planned:
-        i = index[type(step)]
-        while len(phases) <= i:
-            phases.append([])
-        phases[i].append(step)
-    return [p for p in phases if p]
 
 
 def run_tests(ctx: Context) -> dict:

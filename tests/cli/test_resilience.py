@@ -4,11 +4,12 @@ half-way, slow consistency, failed operations, missing permissions."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 
 import pytest
 
-from mlflow_helm.commands import PHASES, do_install
+from mlflow_helm.commands import STEPS, do_install
 from mlflow_helm.errors import CloudError, PermissionDenied
 from tests.cli.conftest import PROJECT
 from tests.cli.test_install import GSA, RecordingConnector, project_members
@@ -141,7 +142,7 @@ def test_clean_run_state(world):
     assert end_state(world) == clean_full_state(world)
 
 
-@pytest.mark.parametrize("crash_after", [cls.name for phase in PHASES for cls in phase
+@pytest.mark.parametrize("crash_after", [cls.name for cls in STEPS
                                          if cls.name not in ("instance-flags",
                                                              "database-grant",
                                                              "external-db-secret")])
@@ -241,20 +242,41 @@ def test_long_waits_report_elapsed_time(world):
     assert any(m.startswith("  databases.insert database mlflowdb: done in") for m in world.said)
 
 
-def test_cloud_sql_operations_in_progress_are_waited_for(world):
-    """Flags, database and user all target one instance: Cloud SQL runs one operation at a
-    time and answers 409 to the others, which must wait their turn."""
-    # Long enough that the concurrent steps of one phase overlap even on a loaded machine
-    # (at 0.2 s a slow scheduler could serialize them and no 409 would ever be sent).
-    world.google.op_seconds = 1.5
+def test_our_operations_on_one_instance_take_turns_without_409(world):
+    """Flags, database and user all target one instance, which runs one operation at a
+    time: ours queue in the client, each starting once the one before is DONE."""
+    world.google.op_seconds = 0.3
     ctx = world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam")
     ctx.db_connector = RecordingConnector()
     do_install(ctx)
-    assert any(c.status == 409 for c in world.google.calls)
+    sql = [c for c in world.google.calls if c.api == "sqladmin"]
+    assert not [c for c in sql if c.status == 409]
+    started = [c for c in sql if c.instance and c.status < 400]
+    # (the grant adds a temporary user and deletes it)
+    assert {"instances.patch", "databases.insert", "users.insert", "users.delete"} == \
+        {c.op for c in started}
+    assert started.index(next(c for c in started if c.op == "instances.patch")) < \
+        started.index(next(c for c in started if c.op == "users.insert"))
+    for before, after in itertools.pairwise(started):
+        done = next(c for c in sql if c.done and c.operation == before.operation)
+        assert done.end <= after.start, (before.op, after.op)
+
+
+def test_another_clients_operation_in_progress_is_waited_for(world):
+    """Someone else's operation on the instance: Cloud SQL answers 409 to ours, which must
+    wait its turn and then go through."""
+    world.google.op_seconds = 1.5
+    other = {"name": "reporting", "type": "BUILT_IN", "password": "x"}
+    status, _ = world.google.handle("POST", f"/sqladmin/v1/projects/{PROJECT}/instances/pg/users",
+                                    other)
+    assert status == 200
+    do_install(world.context(database="cloudsql", cloudsql_instance="pg", skip_tests=True))
+    conflicts = [c for c in world.google.calls if c.status == 409]
+    assert conflicts and all(c.op == "databases.insert" for c in conflicts)
     ops = world.google.state.operations.values()
     assert all(op["status"] == "DONE" and "error" not in op for op in ops)
-    polled = [c for c in world.google.calls if c.op == "operations.get"]
-    assert polled  # operations were followed to DONE, not assumed
+    assert "mlflowdb" in world.google.state.databases[(PROJECT, "pg")]
+    assert {"reporting", "mlflow"} <= {n for n, _ in world.google.state.users[(PROJECT, "pg")]}
 
 
 def test_iam_grant_without_cloud_sql_proxy_fails_before_any_change(world, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from ..errors import CloudError
@@ -16,6 +17,14 @@ def _in_progress(exc: Exception) -> bool:
 class SqlAdmin:
     def __init__(self, apis: GoogleApis) -> None:
         self.apis = apis
+        # An instance runs one operation at a time: ours queue here, in order, instead of
+        # polling each other's 409s. Another client's operation still gets the 409 wait.
+        self._queues: dict[tuple[str, str], threading.Lock] = {}
+        self._queues_lock = threading.Lock()
+
+    def _queue(self, project: str, instance: str) -> threading.Lock:
+        with self._queues_lock:
+            return self._queues.setdefault((project, instance), threading.Lock())
 
     @property
     def _svc(self):
@@ -43,8 +52,10 @@ class SqlAdmin:
         req = self._svc.users().list(project=project, instance=instance)
         return self.apis.execute(req, "users.list", f"{project}:{instance}").get("items", [])
 
-    def _mutate(self, make_request, operation: str, resource: str, project: str) -> None:
-        """Start an operation (retrying 409 operation-in-progress) and wait for it."""
+    def _mutate(self, make_request, operation: str, resource: str, project: str,
+                instance: str) -> None:
+        """Start an operation (retrying 409 operation-in-progress) and wait for it; one of
+        ours at a time per instance."""
 
         def start():
             try:
@@ -54,9 +65,10 @@ class SqlAdmin:
                     return None  # created concurrently (or by a crashed earlier run)
                 raise
 
-        op = self._start_when_idle(start, f"{operation} {resource}")
-        if op is not None:
-            self.wait(project, op, f"{operation} {resource}")
+        with self._queue(project, instance):
+            op = self._start_when_idle(start, f"{operation} {resource}")
+            if op is not None:
+                self.wait(project, op, f"{operation} {resource}")
 
     def _start_when_idle(self, start, what: str):
         """Start an operation, waiting while another runs on the instance (409).
@@ -115,13 +127,13 @@ class SqlAdmin:
             lambda: self._svc.databases().insert(
                 project=project, instance=instance,
                 body={"name": database, "project": project, "instance": instance}),
-            "databases.insert", f"database {database}", project)
+            "databases.insert", f"database {database}", project, instance)
 
     def delete_database(self, project: str, instance: str, database: str) -> None:
         self._mutate(
             lambda: self._svc.databases().delete(
                 project=project, instance=instance, database=database),
-            "databases.delete", f"database {database}", project)
+            "databases.delete", f"database {database}", project, instance)
 
     def create_user(self, project: str, instance: str, name: str, user_type: str,
                     password: str | None = None) -> None:
@@ -130,7 +142,7 @@ class SqlAdmin:
             body["password"] = password
         self._mutate(lambda: self._svc.users().insert(project=project, instance=instance,
                                                       body=body),
-                     "users.insert", f"user {name}", project)
+                     "users.insert", f"user {name}", project, instance)
 
     def set_password(self, project: str, instance: str, name: str, password: str,
                      host: str | None = None) -> None:
@@ -138,14 +150,14 @@ class SqlAdmin:
         self._mutate(lambda: self._svc.users().update(
             project=project, instance=instance, name=name,
             body={"name": name, "password": password}, **kwargs),
-            "users.update", f"user {name}", project)
+            "users.update", f"user {name}", project, instance)
 
     def delete_user(self, project: str, instance: str, name: str,
                     host: str | None = None) -> None:
         kwargs = {"host": host} if host else {}
         self._mutate(lambda: self._svc.users().delete(project=project, instance=instance,
                                                       name=name, **kwargs),
-                     "users.delete", f"user {name}", project)
+                     "users.delete", f"user {name}", project, instance)
 
     def set_flags(self, project: str, instance: str, flags: dict[str, str]) -> None:
         """Set database flags, keeping every other flag (patch replaces the whole list)."""
@@ -161,4 +173,4 @@ class SqlAdmin:
             }}
             return self._svc.instances().patch(project=project, instance=instance, body=body)
 
-        self._mutate(patch, "instances.patch", f"instance {instance}", project)
+        self._mutate(patch, "instances.patch", f"instance {instance}", project, instance)
