@@ -6,7 +6,9 @@ options and the environment. Facts found by the preflight land here too.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,23 @@ class Context:
     # Opens a DB-API connection for the one-time PostgreSQL grant (see dbgrant.py).
     db_connector: Any = None
     _adapters: dict = field(default_factory=dict)
+    _reads: dict = field(default_factory=dict)
+    _reads_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def read_once(self, key: tuple, read: Callable[[], Any]) -> Any:
+        """For plans: a read two steps both need (the service account, the bucket) goes to
+        the API once per command, even when both plans ask at the same moment."""
+        with self._reads_lock:
+            future = self._reads.get(key)
+            mine = future is None
+            if mine:
+                future = self._reads[key] = Future()
+        if mine:
+            try:
+                future.set_result(read())
+            except BaseException as exc:
+                future.set_exception(exc)
+        return future.result()
 
     def _adapter(self, key: str, factory):
         if key not in self._adapters:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from .context import Context
 from .errors import UserError
 from .options import infer_from_context
@@ -110,29 +112,37 @@ def check_instance(ctx: Context) -> None:
                             "enable a public or private IP on the instance")
 
 
+def check_project_number(ctx: Context) -> None:
+    number = ctx.crm.project_number(ctx.opts.project)
+    if number is None:
+        raise UserError(f"project {ctx.opts.project} not found", "check --project")
+    ctx.facts.project_number = number
+
+
 def preflight(ctx: Context, cluster: bool = True) -> None:
-    """Every read the plan needs, in an order that fails fast and cheap.
+    """Every read the plan needs, before the plan. The checks are independent reads, so they
+    run at once; when several fail, the first in the order below is the one reported.
 
     `cluster=False` (render) skips the checks that need the Kubernetes API.
     """
     opts = ctx.opts
     if not opts.local:
         infer_from_context(opts, ctx.kube.current_context())
-    check_helm(ctx)
+    checks = [check_helm]
     if cluster:
-        check_kubernetes(ctx)
-    if not opts.uses_gcp:
-        return
-    resolve_project(ctx)
-    check_cluster(ctx)
-    if opts.identity == "direct" and not opts.needs_gsa:
-        number = ctx.crm.project_number(opts.project)
-        if number is None:
-            raise UserError(f"project {opts.project} not found", "check --project")
-        ctx.facts.project_number = number
-    elif opts.identity == "direct":
-        ctx.facts.notes.append(
-            "--identity direct: IAM database authentication logs in as a Google service "
-            "account, so MLflow uses one (" + opts.gsa_email + ")")
-    if opts.database == "cloudsql":
-        check_instance(ctx)
+        checks.append(check_kubernetes)
+    if opts.uses_gcp:
+        resolve_project(ctx)
+        checks.append(check_cluster)
+        if opts.identity == "direct" and not opts.needs_gsa:
+            checks.append(check_project_number)
+        elif opts.identity == "direct":
+            ctx.facts.notes.append(
+                "--identity direct: IAM database authentication logs in as a Google service "
+                "account, so MLflow uses one (" + opts.gsa_email + ")")
+        if opts.database == "cloudsql":
+            checks.append(check_instance)
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        futures = [pool.submit(check, ctx) for check in checks]
+    for future in futures:
+        future.result()

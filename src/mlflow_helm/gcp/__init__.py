@@ -175,6 +175,11 @@ class GoogleApis:
     def storage(self) -> Any:
         cache = self._local.__dict__
         if "storage" not in cache:
+            # google-cloud-storage 3.17 reads a bucket's metadata in a background thread
+            # before other calls on it, to label its tracing spans: a read nobody asked for,
+            # on every command (a re-run must make one read per resource). Off unless the user
+            # sets it.
+            os.environ.setdefault("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
             from google.cloud import storage
 
             creds, _ = self.authenticate()

@@ -36,6 +36,19 @@ def eventually(ctx, fn, what: str):
             delay = min(delay * 2, ctx.apis.retry.cap)
 
 
+def service_account(step: Step) -> dict | None:
+    """The plan's read of the Google service account (shared by the steps that need it)."""
+    project, email = step.opts.project, step.opts.gsa_email
+    return step.ctx.read_once(("service account", project, email),
+                              lambda: step.ctx.iam.get_service_account(project, email))
+
+
+def bucket(step: Step) -> dict | None:
+    """The plan's read of the bucket (shared by the bucket and bucket IAM steps)."""
+    name = step.opts.bucket_name
+    return step.ctx.read_once(("bucket", name), lambda: step.ctx.storage.get_bucket(name))
+
+
 class ServiceAccountStep(Step):
     name = "service-account"
 
@@ -44,7 +57,7 @@ class ServiceAccountStep(Step):
 
     def plan(self) -> list[Change]:
         email = self.opts.gsa_email
-        if self.ctx.iam.get_service_account(self.opts.project, email):
+        if service_account(self):
             return [self.change(UNCHANGED, "google service account", email)]
         return [self.change(CREATE, "google service account", email, "identity of MLflow")]
 
@@ -67,7 +80,7 @@ class WorkloadIdentityStep(Step):
         email = self.opts.gsa_email
         kind = f"iam binding {WORKLOAD_IDENTITY_USER}"
         detail = f"on {email}"
-        if self.ctx.iam.get_service_account(self.opts.project, email) is None:
+        if service_account(self) is None:
             return [self.change(CREATE, kind, self._member(), detail)]
         from ..gcp.policy import has_member
 
@@ -123,12 +136,12 @@ class BucketStep(Step):
 
     def plan(self) -> list[Change]:
         name = f"gs://{self.opts.bucket_name}"
-        bucket = self.ctx.storage.get_bucket(self.opts.bucket_name)
-        if bucket:
+        found = bucket(self)
+        if found:
             notes = []
-            if not bucket["ubla"]:
+            if not found["ubla"]:
                 notes.append("uniform bucket-level access is off")
-            if not bucket["versioning"]:
+            if not found["versioning"]:
                 notes.append("versioning is off")
             return [self.change(UNCHANGED, "gcs bucket", name, "; ".join(notes))]
         if not self.opts.create_bucket:
@@ -155,7 +168,7 @@ class BucketIamStep(Step):
 
         kind = f"iam binding {BUCKET_ROLE}"
         where = f"on gs://{self.opts.bucket_name}"
-        if self.ctx.storage.get_bucket(self.opts.bucket_name) is None:
+        if bucket(self) is None:
             return [self.change(CREATE, kind, self.ctx.member, where)]
         policy = self.ctx.storage.get_policy(self.opts.bucket_name)
         bound = has_member(policy, BUCKET_ROLE, self.ctx.member)
