@@ -55,3 +55,25 @@ def test_wheel_contains_the_chart_and_the_cli_finds_it(tmp_path, helm4):
     where = subprocess.run([str(venv_python), "-c", code], check=True, capture_output=True,
                            text=True, cwd=tmp_path).stdout.strip()
     assert where.startswith(str(plugin / ".venv")) and where.endswith("mlflow_helm/chart")
+
+
+HEAVY = ("google", "googleapiclient", "kubernetes", "pyhelm3", "yaml", "requests", "httplib2")
+
+
+def test_help_imports_no_cloud_or_cluster_library():
+    """`--help` must answer fast (bench/cli.py measures it): the Google, Kubernetes and Helm
+    libraries are imported inside the commands that use them, never at import time."""
+    code = (
+        "import sys\n"
+        "from mlflow_helm.cli import main\n"
+        "try:\n"
+        "    main(['install', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(m for m in sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    loaded = out.stdout.split()
+    assert "Usage: " in out.stdout
+    heavy = sorted({m for m in loaded if m.split(".")[0] in HEAVY})
+    assert heavy == [], heavy
