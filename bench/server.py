@@ -4,15 +4,17 @@ one PostgreSQL, under closed-loop load on loopback (issue 6).
 Chart side: the e2e harness renders the chart with real Helm (default values unless `--set`),
 provisions the in-cluster database on the local PostgreSQL, runs the rendered migration Job and
 the server pod's command and environment. Baseline: `mlflow server --backend-store-uri
-postgresql+psycopg2://…` (the chart's driver) with nothing else, in its own fresh database on the
-same PostgreSQL; MLflow's defaults serve artifacts too.
+postgresql+<driver>://…` (the driver the chart renders) with nothing else, in its own fresh
+database on the same PostgreSQL; MLflow's defaults serve artifacts too.
 
 Load: N clients over kept-alive HTTP/1.1 connections (asyncio + aiohttp, one connection per
 client, as the MLflow client keeps its own); each sends its next request when the previous one
 answered. Workloads: log-metric and log-batch (100 metrics) at each concurrency, and an
 experiments search. Every client logs to its own run (runs are created first), as training jobs
 do. Any non-200 answer or timeout is an error; `errors` counts the chart's over every workload
-(warm-up included), `baseline_errors` the baseline's.
+(warm-up included), `baseline_errors` the baseline's. Latency quantiles cover every request sent
+in the measured window, waited for to the end, a failed one at the time it took to fail (a
+timeout counts its full wait); requests/s counts the successful answers in the window.
 
 Memory: the server's process tree (the `mlflow server` process, uvicorn's supervisor and its
 workers) sampled during load; `memory_ratio` is the ratio of the peak tree RSS. PSS (from
@@ -46,6 +48,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 
+from e2e_kube import render  # noqa: E402
 from e2e_release import Release, Services  # noqa: E402
 from e2e_services import PostgreSQL, free_port, random_password, spawn, stop_process, tail  # noqa: E402
 
@@ -109,14 +112,25 @@ def start_chart(pg: PostgreSQL, helm: str, workdir: Path, values: dict) -> Serve
     )
 
 
-def start_baseline(pg: PostgreSQL, workdir: Path, extra_args: list[str]) -> Server:
+def chart_driver(helm: str, values: dict) -> str:
+    """The SQLAlchemy scheme of the backend URI the chart renders: the baseline uses it too."""
+    for obj in render(helm, values):
+        if obj["kind"] != "Deployment":
+            continue
+        for var in obj["spec"]["template"]["spec"]["containers"][0].get("env") or []:
+            if var["name"] == "MLFLOW_BACKEND_STORE_URI" and var.get("value"):
+                return var["value"].split("://", 1)[0]
+    raise AssertionError("the chart renders no MLFLOW_BACKEND_STORE_URI value")
+
+
+def start_baseline(pg: PostgreSQL, workdir: Path, driver: str, extra_args: list[str]) -> Server:
     started = time.monotonic()
     db, user, password = "mlflow_baseline", "baseline", random_password()
     pg.provision(db, user, password)
     home = workdir / "baseline"
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    uri = f"postgresql+psycopg2://{user}:{password}@127.0.0.1:{pg.port}/{db}"
+    uri = f"{driver}://{user}:{password}@127.0.0.1:{pg.port}/{db}"
     argv = [
         str(Path(sys.executable).parent / "mlflow"),
         "server",
@@ -220,12 +234,14 @@ class Result:
     concurrency: int
     seconds: float
     latencies: list[float] = field(default_factory=list)
+    completed: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     loadgen_cpu_s: float = 0.0
     server_cpu_s: float = 0.0
     pg_cpu_s: float = 0.0
     pg_sessions: int = 0
+    spread: str = ""  # kept-alive client connections per server process
 
     @property
     def name(self) -> str:
@@ -240,7 +256,7 @@ class Result:
 
     @property
     def rps(self) -> float:
-        return len(self.latencies) / self.seconds
+        return self.completed / self.seconds
 
 
 class Client:
@@ -326,16 +342,24 @@ async def load(
             seqs[i] += 1
             path, body = request_for(workload, run_id, i, seqs[i])
             started = time.monotonic()
+            ok = True
             try:
                 await clients[i].post(path, body)
             except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError) as exc:
+                ok = False
                 result.errors += 1
                 if len(result.error_samples) < 3:
                     result.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
-                continue
             done = time.monotonic()
-            if window and window[0] <= started and done <= window[1]:
+            if not window:
+                continue
+            # Latency: every request sent in the window, however long it takes to answer (the
+            # load waits for it), a failed one at the time it took to fail. Throughput: the
+            # successful answers that arrived in the window.
+            if window[0] <= started < window[1]:
                 result.latencies.append(done - started)
+            if ok and window[0] <= done <= window[1]:
+                result.completed += 1
 
     procs = tree(server.pid)
     pg_procs = tree(pg.proc.pid) if pg.proc else []
@@ -343,6 +367,7 @@ async def load(
     stop_at[0] = started + warmup + seconds
     tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
     await asyncio.sleep(warmup)
+    result.spread = connection_spread(procs, server.base_url)
     sessions0 = pg_sessions(pg, server.db_name)
     cpu0, pg0, own0 = tree_cpu(procs), tree_cpu(pg_procs), time.process_time()
     window[:] = [time.monotonic(), time.monotonic() + seconds]
@@ -356,6 +381,23 @@ async def load(
     for c in clients:
         await c.close()
     return result
+
+
+def connection_spread(procs: list[psutil.Process], base_url: str) -> str:
+    """How the kernel dealt the clients' connections to uvicorn's workers (they share one
+    listening socket): an uneven split makes one worker's requests slower for the whole window."""
+    port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+    counts = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            n = sum(
+                1
+                for c in p.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+            )
+            if n:
+                counts.append(n)
+    return "/".join(str(n) for n in sorted(counts, reverse=True)) or "-"
 
 
 def pg_sessions(pg: PostgreSQL, database: str) -> int:
@@ -426,11 +468,12 @@ def report_side(side: str, server: Server, data: dict) -> int:
         print(f"{p}_p95_s: {fmt(r.quantile(0.95))}")
         print(f"{p}_p99_s: {fmt(r.quantile(0.99))}")
         print(f"{p}_errors: {r.errors}")
-        n = max(1, len(r.latencies))
+        n = max(1, r.completed)
         print(f"{p}_server_cpu_ms_per_req: {fmt(1000 * r.server_cpu_s / n, 1)}")
         print(f"{p}_postgres_cpu_ms_per_req: {fmt(1000 * r.pg_cpu_s / n, 1)}")
         print(f"{p}_new_db_sessions_per_s: {fmt(r.pg_sessions / r.seconds, 1)}")
         print(f"{p}_loadgen_cpu_pct: {fmt(100 * r.loadgen_cpu_s / r.seconds, 1)}")
+        print(f"{p}_connections_per_worker: {r.spread}")
         for sample in r.error_samples:
             print(f"# {side} {r.name} error: {sample}")
         errors += r.errors
@@ -515,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seconds: {fmt(args.seconds, 1)}")
     print(f"warmup_s: {fmt(args.warmup, 1)}")
     print(f"chart_values: {yaml.safe_dump(values, default_flow_style=True).strip()}")
+    driver = chart_driver(args.helm, values)
+    print(f"database_driver: {driver} (both sides)")
     print("memory_measure: peak RSS of the server's process tree (parent + workers)")
     sys.stdout.flush()
 
@@ -529,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             if side == "chart":
                 server = start_chart(pg, args.helm, workdir, values)
             else:
-                server = start_baseline(pg, workdir, args.baseline_arg)
+                server = start_baseline(pg, workdir, driver, args.baseline_arg)
             try:
                 data[side] = asyncio.run(measure(server, args, pg))
             finally:
