@@ -307,29 +307,46 @@ class TestDeployment:
             "instanceConnectionName": "my-project:europe-west1:pg", "auth": "iam"}},
             "serviceAccount": {"gcpServiceAccount": "mlflow-sa@my-project.iam.gserviceaccount.com"}}
         assert env_value(server(helm, values), "MLFLOW_BACKEND_STORE_URI") == (
-            "postgresql+psycopg2://mlflow-sa%40my-project.iam@127.0.0.1:5432/mlflowdb")
+            "postgresql+psycopg://mlflow-sa%40my-project.iam@127.0.0.1:5432/mlflowdb")
 
     def test_job_execution_off_by_default(self, helm):
         assert env_value(server(helm), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "false"
+
+    def test_thread_limit_off_by_default(self, helm):
+        env = env_of(server(helm))
+        assert "MLFLOW_HELM_THREAD_LIMIT" not in env and "PYTHONPATH" not in env
+
+    def test_thread_limit_through_sitecustomize(self, helm):
+        spec = pod_spec(helm, {"server": {"threadLimit": 8},
+                               "database": {"pool": {"size": 16, "maxOverflow": 4}}})
+        c = container(spec, "mlflow")
+        assert env_value(c, "MLFLOW_HELM_THREAD_LIMIT") == "8"
+        # The scripts volume holds sitecustomize.py; Python imports it from PYTHONPATH.
+        assert env_value(c, "PYTHONPATH") == "/opt/mlflow-helm"
+        assert {"name": "scripts", "mountPath": "/opt/mlflow-helm", "readOnly": True} in c[
+            "volumeMounts"]
+        # Only the server: the schema wait and the migration Job run plain Python.
+        for init in spec["initContainers"]:
+            assert "MLFLOW_HELM_THREAD_LIMIT" not in env_of(init)
 
     # --------------------------------------------------------------- database env ---
 
     @pytest.mark.parametrize(
         ("values", "uri"),
         [
-            ({}, f"postgresql+psycopg2://mlflow@{FULLNAME}-postgresql.{NAMESPACE}"
+            ({}, f"postgresql+psycopg://mlflow@{FULLNAME}-postgresql.{NAMESPACE}"
                  ".svc.cluster.local:5432/mlflowdb"),
-            (CLOUDSQL_PG_PASSWORD, "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflowdb"),
+            (CLOUDSQL_PG_PASSWORD, "postgresql+psycopg://mlflow@127.0.0.1:5432/mlflowdb"),
             # IAM users of PostgreSQL are the email without ".gserviceaccount.com", URL-encoded.
             (CLOUDSQL_PG_IAM,
-             "postgresql+psycopg2://mlflow-sa%40my-project.iam@127.0.0.1:5432/mlflowdb"),
+             "postgresql+psycopg://mlflow-sa%40my-project.iam@127.0.0.1:5432/mlflowdb"),
             (CLOUDSQL_MYSQL_PASSWORD,
              "mysql+pymysql://mlflow:$(MLFLOW_DB_PASSWORD)@127.0.0.1:3306/mlflowdb"
              "?charset=utf8mb4"),
             # MySQL IAM users are the part before "@", with no password.
             (CLOUDSQL_MYSQL_IAM,
              "mysql+pymysql://mlflow-sa@127.0.0.1:3306/mlflowdb?charset=utf8mb4"),
-            (EXTERNAL_PG, "postgresql+psycopg2://mlflow@db.example.com:5432/mlflowdb"),
+            (EXTERNAL_PG, "postgresql+psycopg://mlflow@db.example.com:5432/mlflowdb"),
             (EXTERNAL_MYSQL,
              "mysql+pymysql://mlflow:$(MLFLOW_DB_PASSWORD)@db.example.com:3307/mlflowdb"
              "?charset=utf8mb4"),
@@ -385,13 +402,19 @@ class TestDeployment:
         values = merge(CLOUDSQL_PG_IAM,
                        {"database": {"cloudsql": {"user": "other@p.iam"}}})
         assert env_value(server(helm, values), "MLFLOW_BACKEND_STORE_URI") == (
-            "postgresql+psycopg2://other%40p.iam@127.0.0.1:5432/mlflowdb")
+            "postgresql+psycopg://other%40p.iam@127.0.0.1:5432/mlflowdb")
+
+    def test_postgresql_driver_psycopg2(self, helm):
+        # For a transaction-mode pooler in front of the database (psycopg 3 prepares statements).
+        values = merge(EXTERNAL_PG, {"database": {"postgresqlDriver": "psycopg2"}})
+        assert env_value(server(helm, values), "MLFLOW_BACKEND_STORE_URI") == (
+            "postgresql+psycopg2://mlflow@db.example.com:5432/mlflowdb")
 
     def test_pool_settings(self, helm):
-        c = server(helm, {"database": {"pool": {"size": 7, "maxOverflow": 9,
+        c = server(helm, {"database": {"pool": {"size": 30, "maxOverflow": 15,
                                                 "recycleSeconds": 60}}})
-        assert env_value(c, "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE") == "7"
-        assert env_value(c, "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW") == "9"
+        assert env_value(c, "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE") == "30"
+        assert env_value(c, "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW") == "15"
         assert env_value(c, "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE") == "60"
 
     # ------------------------------------------------------------ Cloud SQL proxy ---

@@ -54,6 +54,8 @@ SCHEMA_CASES = [
     ("enabled-not-boolean", {"ingress": {"enabled": "yes"}}, "ingress.enabled"),
     ("name-override-not-dns", {"nameOverride": "Bad_Name"}, "nameOverride"),
     ("extra-args-not-list", {"server": {"extraArgs": "--foo"}}, "server.extraArgs"),
+    ("postgresql-driver-enum", {"database": {"postgresqlDriver": "asyncpg"}},
+     "database.postgresqlDriver"),
 ]
 
 UNKNOWN_KEY_CASES = [
@@ -114,6 +116,12 @@ VALIDATE_CASES = [
      "server.staticPrefix"),
     ("static-prefix-trailing-slash", {"server": {"staticPrefix": "/mlflow/"}},
      "server.staticPrefix"),
+    # 40 concurrent log-batch requests in a worker, each holding one connection, need a 41st.
+    ("pool-below-thread-limit", {"database": {"pool": {"size": 20, "maxOverflow": 20}}},
+     "database.pool.maxOverflow"),
+    ("pool-below-set-thread-limit",
+     {"server": {"threadLimit": 8}, "database": {"pool": {"size": 4, "maxOverflow": 4}}},
+     "server.threadLimit"),
 ]
 
 

@@ -40,7 +40,7 @@ def test_server_runs_the_rendered_settings(release: Release) -> None:
     env = release.server_env()
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow@127.0.0.1:")
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg://mlflow@127.0.0.1:")
     assert "--workers=2" in release.server_args()
 
 

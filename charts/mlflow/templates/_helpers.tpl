@@ -188,8 +188,8 @@ PostgreSQL drops the ".gserviceaccount.com" suffix, MySQL keeps the part before 
 The backend store URI, without the password. PostgreSQL drivers read the password from
 PGPASSWORD, so it never has to be URL-encoded into the URI. PyMySQL has no such variable, so
 for MySQL the kubelet expands $(MLFLOW_DB_PASSWORD) into the URI (the password must then be
-URL-safe; the CLI generates such passwords). An explicit driver is named: with SQLAlchemy 2.1 a
-bare "postgresql://" means psycopg 3.
+URL-safe; the CLI generates such passwords). An explicit driver is named (a bare "postgresql://"
+means psycopg 3 with SQLAlchemy 2.1 but psycopg2 before): database.postgresqlDriver.
 */}}
 {{- define "mlflow.db.uri" -}}
 {{- $t := .Values.database.type }}
@@ -210,7 +210,7 @@ bare "postgresql://" means psycopg 3.
 {{- if eq $engine "mysql" }}
 {{- printf "mysql+pymysql://%s%s@%s:%s/%s?charset=utf8mb4" (urlquery $user) (ternary ":$(MLFLOW_DB_PASSWORD)" "" $hasPassword) $host $port $db }}
 {{- else }}
-{{- printf "postgresql+psycopg2://%s@%s:%s/%s" (urlquery $user) $host $port $db }}
+{{- printf "postgresql+%s://%s@%s:%s/%s" .Values.database.postgresqlDriver (urlquery $user) $host $port $db }}
 {{- end }}
 {{- end }}
 

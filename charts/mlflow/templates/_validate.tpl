@@ -108,6 +108,14 @@ value and the fix. Called once, from the server Deployment.
 {{- end }}
 {{- end }}
 
+{{- /* A worker runs up to server.threadLimit Flask requests at once (anyio's 40 when 0); a log-batch
+request holds one connection while it takes a second, so that many holders need one more. */}}
+{{- $threads := int (default 40 $v.server.threadLimit) }}
+{{- $conns := int (add $v.database.pool.size $v.database.pool.maxOverflow) }}
+{{- if le $conns $threads }}
+{{- $errors = append $errors (printf "database.pool.size + database.pool.maxOverflow = %d with server.threadLimit=%d: a worker runs up to %d requests at once and a log-batch request holds two connections, so concurrent log-batch calls can wait the 30 s pool timeout. Make the sum %d or more (2 x threadLimit lets none wait), or lower server.threadLimit" $conns (int $v.server.threadLimit) $threads (add1 $threads)) }}
+{{- end }}
+
 {{- if $errors }}
 {{- fail (printf "\n\nInvalid values for the mlflow chart:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
