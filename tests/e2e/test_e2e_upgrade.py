@@ -85,7 +85,10 @@ def test_upgrade_from_mlflow_2_22_keeps_data(release_factory, old_mlflow: Path) 
                 "--workers",
                 "1",
                 "--backend-store-uri",
-                rel.backend_uri(),
+                # The release before this chart version rendered psycopg2; MLflow 2.22 also
+                # compares integer columns with string parameters, which psycopg 3's server-side
+                # binding refuses ("operator does not exist: integer = character varying").
+                rel.backend_uri().replace("postgresql+psycopg://", "postgresql+psycopg2://"),
                 "--serve-artifacts",
                 "--artifacts-destination",
                 str(rel.artifact_dir()),
