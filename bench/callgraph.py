@@ -71,6 +71,7 @@ class Analysis:
     wasted: int
     reads_by_resource: Counter
     nodes: list[Node]  # the calls that count, with their earliest finish
+    waste: Counter  # the calls left out, by operation and status
 
     @property
     def ratio(self) -> float:
@@ -156,4 +157,5 @@ def analyse(calls: list, op_seconds: float, sa_delay: float) -> Analysis:
         wasted=len(calls) - len(nodes),
         reads_by_resource=Counter(c.key for c in reads),
         nodes=nodes,
+        waste=Counter(f"{c.op} {c.status}" for c in calls if wasted(c)),
     )

@@ -79,6 +79,9 @@ def report(prefix: str, a: Analysis, process_seconds: float) -> None:
     print(f"{prefix}_calls_read: {a.reads}")
     print(f"{prefix}_calls_mutating: {a.mutating}")
     print(f"{prefix}_calls_wasted: {a.wasted}")
+    if a.waste:
+        print(f"{prefix}_wasted_calls: "
+              + ", ".join(f"{what} x{n}" for what, n in sorted(a.waste.items())))
     steps = " -> ".join(f"{n.label()} [{n.finish:.2f}]" for n in a.chain)
     print(f"{prefix}_critical_path: {steps}")
 
