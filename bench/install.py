@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import stat
 import subprocess
 import sys
 import tempfile
@@ -38,26 +37,13 @@ from bench.callgraph import Analysis, analyse  # noqa: E402
 from tests.conftest import helm_binary  # noqa: E402
 from tests.fakes.gcs import FakeGcs  # noqa: E402
 from tests.fakes.google import FakeGoogle  # noqa: E402
+from tests.fakes.helm_recorder import write_stand_in  # noqa: E402
 from tests.fakes.kube import FakeKube, write_kubeconfig  # noqa: E402
 
 PROJECT, LOCATION, CLUSTER, INSTANCE = "bench-proj", "europe-west1", "prod", "pg"
-RECORDER = REPO / "tests" / "fakes" / "helm_recorder.py"
 INSTALL = ["install", "--database", "cloudsql", "--cloudsql-instance", INSTANCE,
            "--bucket", "gs://bench-artifacts/mlflow", "--create-bucket", "--identity", "gsa",
            "--yes", "--output", "json"]
-
-
-def helm_stand_in(root: Path) -> Path:
-    """Cluster commands to the recorder, the rest (version, template) to the real Helm 4."""
-    helm = root / "bin" / "helm"
-    helm.parent.mkdir(parents=True, exist_ok=True)
-    helm.write_text(
-        "#!/bin/sh\n"
-        'case "$1" in upgrade|install|test|status|get|uninstall) '
-        f'exec "{sys.executable}" "{RECORDER}" "$@";; esac\n'
-        'exec "$REAL_HELM" "$@"\n')
-    helm.chmod(helm.stat().st_mode | stat.S_IEXEC)
-    return helm
 
 
 def run_install(env: dict) -> dict:
@@ -113,7 +99,7 @@ def main() -> int:
                 MLFLOW_HELM_GOOGLE_API_BASE=google_url, STORAGE_EMULATOR_HOST=gcs_url,
                 KUBECONFIG=str(write_kubeconfig(root / "kubeconfig", kube_url,
                                                 f"gke_{PROJECT}_{LOCATION}_{CLUSTER}")),
-                HELM_BIN=str(helm_stand_in(root)), REAL_HELM=helm_binary("4"),
+                HELM_BIN=str(write_stand_in(root / "bin" / "helm")), REAL_HELM=helm_binary("4"),
                 HELM_RECORD=str(root / "helm.jsonl"), HELM_STATE=str(root / "helm.json"),
                 HELM_TEST_RESULT="pass", PYTHONPATH=str(REPO),
                 HELM_CACHE_HOME=str(root / "cache"), HELM_CONFIG_HOME=str(root / "config"),

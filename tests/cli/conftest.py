@@ -6,8 +6,6 @@ Each test gets its own fakes (random ports, temp dirs), so tests run in parallel
 from __future__ import annotations
 
 import os
-import stat
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from mlflow_helm.retry import RetryPolicy
 from tests.conftest import helm_binary
 from tests.fakes.gcs import FakeGcs
 from tests.fakes.google import FakeGoogle
+from tests.fakes.helm_recorder import write_stand_in
 from tests.fakes.kube import FakeKube, write_kubeconfig
 
 PROJECT = "my-proj"
@@ -30,7 +29,6 @@ CLUSTER = "prod"
 GKE_CONTEXT = f"gke_{PROJECT}_{LOCATION}_{CLUSTER}"
 FAST = RetryPolicy(attempts=6, base=0.002, cap=0.02, poll_interval=0.01, poll_timeout=20,
                    consistency_timeout=5)
-RECORDER = Path(__file__).resolve().parent.parent / "fakes" / "helm_recorder.py"
 
 
 @dataclass
@@ -97,15 +95,8 @@ def world(tmp_path, monkeypatch) -> World:
     kube = FakeKube()
     kube_url = kube.serve()
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_url, GKE_CONTEXT)
-    helm_bin = tmp_path / "bin" / "helm"
-    helm_bin.parent.mkdir()
     # Only the calls that need a cluster go to the recorder; the rest is the real Helm.
-    helm_bin.write_text(
-        "#!/bin/sh\n"
-        'case "$1" in upgrade|install|test|status|get|uninstall) '
-        f'exec "{sys.executable}" "{RECORDER}" "$@";; esac\n'
-        'exec "$REAL_HELM" "$@"\n')
-    helm_bin.chmod(helm_bin.stat().st_mode | stat.S_IEXEC)
+    helm_bin = write_stand_in(tmp_path / "bin" / "helm")
     record, state = tmp_path / "helm-calls.jsonl", tmp_path / "helm-state.json"
     env = {"REAL_HELM": helm_binary("4"), "HELM_RECORD": str(record),
            "HELM_STATE": str(state), "HELM_TEST_RESULT": "pass",

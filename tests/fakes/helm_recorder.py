@@ -24,6 +24,19 @@ import yaml
 LIVE = {"upgrade", "test", "status", "uninstall", "get", "install"}
 
 
+def write_stand_in(helm: Path) -> Path:
+    """Write the `helm` executable the CLI is pointed at (HELM_BIN): the commands that need a
+    cluster run this recorder, the rest the real Helm at $REAL_HELM."""
+    helm.parent.mkdir(parents=True, exist_ok=True)
+    helm.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in {"|".join(sorted(LIVE))}) '
+        f'exec "{sys.executable}" "{Path(__file__).resolve()}" "$@";; esac\n'
+        'exec "$REAL_HELM" "$@"\n')
+    helm.chmod(0o755)
+    return helm
+
+
 def flag_values(argv: list[str], name: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == name]
 

@@ -9,7 +9,6 @@ Kubernetes API, and the recording `helm` stand-in in DIR/bin. Ctrl-C stops them.
 
 from __future__ import annotations
 
-import stat
 import sys
 import time
 from pathlib import Path
@@ -17,9 +16,8 @@ from pathlib import Path
 from tests.conftest import helm_binary
 from tests.fakes.gcs import FakeGcs
 from tests.fakes.google import FakeGoogle
+from tests.fakes.helm_recorder import write_stand_in
 from tests.fakes.kube import FakeKube, write_kubeconfig
-
-RECORDER = Path(__file__).resolve().parent / "helm_recorder.py"
 
 
 def main(directory: str) -> None:
@@ -34,14 +32,7 @@ def main(directory: str) -> None:
     kube = FakeKube()
     urls = google.serve(), gcs.start(root / "fake-gcs.log"), kube.serve()
     kubeconfig = write_kubeconfig(root / "kubeconfig", urls[2], "gke_my-proj_europe-west1_prod")
-    helm = root / "bin" / "helm"
-    helm.parent.mkdir(exist_ok=True)
-    helm.write_text(
-        "#!/bin/sh\n"
-        'case "$1" in upgrade|install|test|status|get|uninstall) '
-        f'exec "{sys.executable}" "{RECORDER}" "$@";; esac\n'
-        'exec "$REAL_HELM" "$@"\n')
-    helm.chmod(helm.stat().st_mode | stat.S_IEXEC)
+    helm = write_stand_in(root / "bin" / "helm")
     repo = Path(__file__).resolve().parents[2]
     print(f"""export MLFLOW_HELM_GOOGLE_API_BASE={urls[0]}
 export STORAGE_EMULATOR_HOST={urls[1]}
