@@ -44,7 +44,7 @@ def related(a: str, b: str) -> bool:
     return a == b or b.startswith(a + "/") or a.startswith(b + "/")
 
 
-@dataclass
+@dataclass(eq=False)  # a node is one call: compared by identity (`node in plan`)
 class Node:
     call: Any
     after: list[Node] = field(default_factory=list)  # starts once these ended
@@ -68,10 +68,13 @@ class Analysis:
     chain: list[Node]
     reads: int
     mutating: int
-    wasted: int
     reads_by_resource: Counter
     nodes: list[Node]  # the calls that count, with their earliest finish
     waste: Counter  # the calls left out, by operation and status
+
+    @property
+    def wasted(self) -> int:
+        return sum(self.waste.values())
 
     @property
     def ratio(self) -> float:
@@ -92,6 +95,7 @@ def analyse(calls: list, op_seconds: float, sa_delay: float) -> Analysis:
             return True
         return c.status >= 400 and c.start >= first_change
 
+    left_out = [c for c in calls if wasted(c)]
     nodes = [Node(c) for c in calls if not wasted(c)]
     preflight = [n for n in nodes if n.call.start < first_change and n.call.op in PREFLIGHT_OPS]
     plan = [n for n in nodes if n.call.start < first_change and not n.call.mutating
@@ -154,8 +158,7 @@ def analyse(calls: list, op_seconds: float, sa_delay: float) -> Analysis:
         chain=chain[::-1],
         reads=len(reads),
         mutating=sum(1 for c in calls if c.mutating),
-        wasted=len(calls) - len(nodes),
         reads_by_resource=Counter(c.key for c in reads),
         nodes=nodes,
-        waste=Counter(f"{c.op} {c.status}" for c in calls if wasted(c)),
+        waste=Counter(f"{c.op} {c.status}" for c in left_out),
     )
