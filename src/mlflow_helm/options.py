@@ -6,6 +6,7 @@ names the flag. Nothing here talks to a network.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -23,6 +24,16 @@ DBUSER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 DBNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 CLUSTER_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 GKE_CONTEXT_RE = re.compile(r"^gke_(?P<project>[^_]+)_(?P<location>[^_]+)_(?P<cluster>.+)$")
+
+
+
+def fit_name(name: str, limit: int = 63) -> str:
+    """The chart's `mlflow.fit`: a name too long for its limit is cut and ends in "-" and the
+    first 8 hex digits of the sha256 of the whole name."""
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 9].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
 
 DATABASES = ("incluster", "cloudsql", "external")
 DB_AUTHS = ("password", "iam")
@@ -79,10 +90,9 @@ class Options:
         """The chart's `mlflow.fullname` (with the user's fullnameOverride/nameOverride)."""
         override = self.name_values.get("fullnameOverride")
         if override:
-            return str(override)[:63].rstrip("-")
+            return fit_name(str(override))
         chart = self.name_values.get("nameOverride") or "mlflow"
-        name = self.release if chart in self.release else f"{self.release}-{chart}"
-        return name[:63].rstrip("-")
+        return fit_name(self.release if chart in self.release else f"{self.release}-{chart}")
 
     @property
     def ksa_name(self) -> str:

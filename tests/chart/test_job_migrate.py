@@ -1,4 +1,4 @@
-"""The schema migration Job: one per revision, in every database mode, no hook."""
+"""The schema migration Job: named after what it migrates to, in every database mode, no hook."""
 
 from __future__ import annotations
 
@@ -37,17 +37,56 @@ class TestJobMigrate:
                 "MLFLOW_DB", "PG", "MLFLOW_BACKEND", "MLFLOW_SQLALCHEMY"))]
             assert migrate_db == server_db
 
-    def test_name_carries_the_revision(self, helm):
-        assert job(helm)["metadata"]["name"] == f"{FULLNAME}-migrate-1"
+    def test_name_is_the_hash_of_what_it_migrates_to(self, helm):
+        # Not the revision (always 1 under `helm template`, so GitOps would reuse one name):
+        # "<fullname>-migrate-<10 hex>", the same on every render and with either Helm major.
+        name = job(helm)["metadata"]["name"]
+        assert re.fullmatch(rf"{FULLNAME}-migrate-[0-9a-f]{{10}}", name), name
+        assert job(helm)["metadata"]["name"] == name
 
-    def test_revision_survives_long_names(self, helm):
-        # A Job's pod template is immutable and a Job that already ran never runs again: if a
-        # long name cuts the revision off, every upgrade reuses one Job name and no migration
-        # runs (or the upgrade fails on the immutable field). The cut must fall on the name.
-        long_name = "x" * 60
-        j = get_object(render_chart(helm, {"fullnameOverride": long_name}), "Job")
-        assert j["metadata"]["name"].endswith("-migrate-1")
-        assert len(j["metadata"]["name"]) <= 63
+    def test_same_name_on_helm3_and_helm4(self, helm3, helm4):
+        assert job(helm3)["metadata"]["name"] == job(helm4)["metadata"]["name"]
+
+    @pytest.mark.parametrize("change", [
+        {"image": {"tag": "v3.18.0-full"}},
+        {"image": {"digest": "sha256:" + "ab" * 32}},
+        {"migrations": {"resources": {"limits": {"memory": "2Gi"}}}},  # the Job's spec
+        {"auth": {"enabled": True}},  # the auth schema joins the migration
+    ])
+    def test_new_image_or_job_spec_gets_a_new_job(self, helm, change):
+        # A Job's pod template is immutable and a finished Job never runs again: whatever would
+        # change the Job must change its name.
+        assert job(helm, change)["metadata"]["name"] != job(helm)["metadata"]["name"]
+
+    def test_values_outside_the_job_keep_its_name(self, helm):
+        # Scaling the server is no reason to migrate again.
+        same = {"replicaCount": 1, "service": {"port": 80}, "podDisruptionBudget": {
+            "enabled": True}}
+        assert job(helm, same)["metadata"]["name"] == job(helm)["metadata"]["name"]
+
+    def test_new_chart_version_gets_a_new_job(self, helm, tmp_path):
+        import shutil
+
+        copy = tmp_path / "mlflow"
+        shutil.copytree(CHART_DIR, copy)
+        chart = copy / "Chart.yaml"
+        chart.write_text(chart.read_text().replace("\nversion: ", "\nversion: 9.9.9-", 1))
+        import subprocess
+
+        out = subprocess.run([helm, "template", "prod", str(copy), "--namespace", "mlops",
+                              "--show-only", "templates/job-migrate.yaml"],
+                             capture_output=True, text=True, check=True).stdout
+        other = re.search(r"name: (prod-mlflow-migrate-[0-9a-f]+)", out)[1]
+        assert other != job(helm)["metadata"]["name"]
+
+    def test_hash_survives_long_names(self, helm):
+        # If a long name cut the hash off, every upgrade would reuse one Job name. The cut must
+        # fall on the full name.
+        for values in ({"fullnameOverride": "x" * 63}, {"nameOverride": "y" * 63}):
+            j = get_object(render_chart(helm, values, release="r" * 53), "Job")
+            name = j["metadata"]["name"]
+            assert re.search(r"-migrate-[0-9a-f]{10}$", name), name
+            assert len(name) <= 63
 
     def test_is_not_a_hook(self, helm):
         annotations = job(helm)["metadata"].get("annotations") or {}

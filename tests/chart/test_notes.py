@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -60,7 +61,7 @@ class TestNotes:
 
     def test_migration_job_and_helm_test(self, helm, discovery):
         text = notes(helm, discovery)
-        assert f"logs job/{FULLNAME}-migrate-1" in text
+        assert re.search(rf"logs job/{FULLNAME}-migrate-[0-9a-f]{{10}}\n", text), text
         assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in text
 
     def test_database_password(self, helm, discovery):

@@ -113,7 +113,7 @@ def test_upgrade_from_mlflow_2_22_keeps_data(release_factory, old_mlflow: Path) 
 
     # The new server pod waits on the old schema; the migration Job (3.17.2) then moves it.
     rel.install(migrate_when_waiting=True)
-    migrate_log = next((rel.workdir / "pods").glob("mlflow-migrate-1-*/migrate.log")).read_text()
+    migrate_log = next((rel.workdir / "pods").glob("mlflow-migrate-*/migrate.log")).read_text()
     wait_log = (rel.server_pod.dir / "wait-for-schema.log").read_text()
     new_revision = rel.db_query("SELECT version_num FROM alembic_version")[0][0]
     assert f"tracking schema at {old_revision}, waiting for {new_revision}" in wait_log, wait_log

@@ -188,7 +188,8 @@ def wait(uri: str, with_auth: bool, timeout: float) -> None:
         if time.monotonic() > deadline:
             fail(
                 f"schema not migrated after {timeout:.0f}s ({'; '.join(pending)}). "
-                "Check the migration Job: kubectl logs job/<release>-mlflow-migrate-<revision>"
+                "Check the migration Job: kubectl logs -l "
+                "app.kubernetes.io/instance=<release>,app.kubernetes.io/component=migrate"
             )
         if time.monotonic() - last_report >= 10:
             log("; ".join(pending) + " (the migration Job runs it)")

@@ -1,29 +1,55 @@
 {{/*
-Naming. Object names are cut at 63 characters (DNS labels); component names leave room for
-their suffix.
+Naming. Every name fits its limit for any release name Helm accepts (up to 53 characters) and
+any nameOverride/fullnameOverride the schema accepts (63): a name that is too long is cut and
+ends in "-" and the first 8 hex digits of the sha256 of the whole name, so two long names that
+share a prefix still differ. Limits: 63 for DNS labels (Services, label values: a Job's name is
+copied into its pods' job-name labels); 52 for the StatefulSet, whose pods carry
+controller-revision-hash=<name>-<up to 10 characters of hash>.
 */}}
+{{/* Fit a name into a limit. Usage: include "mlflow.fit" (list "a-long-name" 63) */}}
+{{- define "mlflow.fit" -}}
+{{- $name := index . 0 }}{{ $limit := int (index . 1) }}
+{{- if le (len $name) $limit }}
+{{- $name }}
+{{- else }}
+{{- printf "%s-%s" ($name | trunc (int (sub $limit 9)) | trimSuffix "-") ($name | sha256sum | trunc 8) }}
+{{- end }}
+{{- end }}
+
 {{- define "mlflow.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "mlflow.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- include "mlflow.fit" (list .Values.fullnameOverride 63) }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- include "mlflow.fit" (list .Release.Name 63) }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- include "mlflow.fit" (list (printf "%s-%s" .Release.Name $name) 63) }}
 {{- end }}
 {{- end }}
 {{- end }}
 
-{{/* A component's name: the full name cut to leave room for "-<suffix>". Usage: include "mlflow.componentName" (list . "postgresql") */}}
+{{/*
+A component's name, "<fullname>-<suffix>", within a limit (63 unless given). When it does not fit,
+the full name is cut and hashed but the suffix is kept, so the name still says what it is.
+Usage: include "mlflow.componentName" (list . "postgresql") or (list . "postgresql" 52)
+*/}}
 {{- define "mlflow.componentName" -}}
 {{- $ctx := index . 0 }}
 {{- $suffix := index . 1 }}
-{{- printf "%s-%s" (include "mlflow.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- $limit := 63 }}
+{{- if gt (len .) 2 }}{{ $limit = int (index . 2) }}{{ end }}
+{{- $full := include "mlflow.fullname" $ctx }}
+{{- $name := printf "%s-%s" $full $suffix }}
+{{- if le (len $name) $limit }}
+{{- $name }}
+{{- else }}
+{{- printf "%s-%s-%s" ($full | trunc (int (sub $limit (add (len $suffix) 10))) | trimSuffix "-") ($name | sha256sum | trunc 8) $suffix }}
+{{- end }}
 {{- end }}
 
 {{- define "mlflow.chart" -}}
@@ -124,8 +150,9 @@ imagePullSecrets:
 
 {{/* ---------------------------------------------------------------- database ----- */}}
 
+{{/* The StatefulSet, its Service and Secret: 52 characters, room for the revision hash label. */}}
 {{- define "mlflow.postgresql.fullname" -}}
-{{- include "mlflow.componentName" (list . "postgresql") }}
+{{- include "mlflow.componentName" (list . "postgresql" 52) }}
 {{- end }}
 
 {{- define "mlflow.postgresql.secretName" -}}
@@ -396,9 +423,29 @@ Usage: include "mlflow.generatedSecret" (list $ secretName key length) -> base64
 {{- index $cache $id }}
 {{- end }}
 
-{{/* The migration Job of this revision. The revision is part of the suffix, so a long name is cut before it, never the revision. */}}
+{{/*
+The migration Job's name: "<fullname>-migrate-<hash>", the hash of what the Job migrates to (the
+image reference, the chart version) and of the Job's own spec, never the release revision. So
+`helm template` gives the same name every time (GitOps), and a new image, chart or Job spec gets a
+new Job: a Job's pod template is immutable and a finished Job never runs again, so reusing the
+name for a different Job would fail the upgrade or skip the migration. The spec is that of the
+rendered job-migrate.yaml (rendered once more here, with the name left out so it cannot recurse).
+A long full name is cut before the suffix, never the hash.
+*/}}
 {{- define "mlflow.migrateJobName" -}}
-{{- include "mlflow.componentName" (list . (printf "migrate-%d" (int .Release.Revision))) }}
+{{- if hasKey . "mlflowMigrateJobProbe" }}
+{{- "probe" }}
+{{- else if hasKey . "mlflowMigrateJobName" }}
+{{- get . "mlflowMigrateJobName" }}
+{{- else }}
+{{- $_ := set . "mlflowMigrateJobProbe" true }}
+{{- $spec := include (print .Template.BasePath "/job-migrate.yaml") . | fromYaml | dig "spec" dict }}
+{{- $_ := unset . "mlflowMigrateJobProbe" }}
+{{- $hash := list (include "mlflow.image" .) .Chart.Version $spec | toJson | sha256sum | trunc 10 }}
+{{- $name := include "mlflow.componentName" (list . (printf "migrate-%s" $hash)) }}
+{{- $_ := set . "mlflowMigrateJobName" $name }}
+{{- $name }}
+{{- end }}
 {{- end }}
 
 {{/* A memory quantity in bytes (float), for comparisons: "2Gi", "512Mi", "3G", "1000000". */}}

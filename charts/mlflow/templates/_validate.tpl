@@ -116,6 +116,13 @@ request holds one connection while it takes a second, so that many holders need 
 {{- $errors = append $errors (printf "database.pool.size + database.pool.maxOverflow = %d with server.threadLimit=%d: a worker runs up to %d requests at once and a log-batch request holds two connections, so concurrent log-batch calls can wait the 30 s pool timeout. Make the sum %d or more (2 x threadLimit lets none wait), or lower server.threadLimit" $conns (int $v.server.threadLimit) $threads (add1 $threads)) }}
 {{- end }}
 
+{{- /* Kubernetes requires Service names to be DNS-1035 labels; Helm's release names may start
+with a digit or hold dots (validate_name.go in Helm's chartutil). */}}
+{{- $svc := include "mlflow.serviceName" . }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $svc) }}
+{{- $errors = append $errors (printf "the Service name %q (from the release name %q) is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter), which Kubernetes requires of Service names: set fullnameOverride (for example fullnameOverride=mlflow) or use a release name that starts with a letter and has no '.'" $svc .Release.Name) }}
+{{- end }}
+
 {{- if $errors }}
 {{- fail (printf "\n\nInvalid values for the mlflow chart:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
