@@ -70,7 +70,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         body: dict | None = None
-        if path == "/version":
+        objects = getattr(self.server, "objects", {})
+        self.server.requests.append(path)  # type: ignore[attr-defined]
+        if path in objects:
+            body = objects[path]
+        elif path == "/version":
             body = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "platform": "linux/amd64"}
         elif path == "/api":
             body = {"kind": "APIVersions", "versions": ["v1"]}
@@ -95,11 +99,27 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class FakeDiscovery:
-    """Serve discovery on 127.0.0.1 in a thread; `kubeconfig` points a client at it."""
+def object_path(obj: dict) -> str:
+    """The API path a GET of this object uses (what Helm's `lookup` asks for)."""
+    group_version = obj["apiVersion"]
+    resource = next(name for name, kind, _ in RESOURCES[group_version] if kind == obj["kind"])
+    root = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    return f"{root}/namespaces/{obj['metadata']['namespace']}/{resource}/{obj['metadata']['name']}"
 
-    def __init__(self, workdir: Path) -> None:
+
+class FakeDiscovery:
+    """Serve discovery on 127.0.0.1 in a thread; `kubeconfig` points a client at it.
+
+    `objects` are served to GETs of their own path, so a chart's `lookup` finds them when Helm
+    renders against this server (`helm template --dry-run=server`); anything else is 404, which
+    `lookup` turns into an empty result. `requests` lists the paths asked for.
+    """
+
+    def __init__(self, workdir: Path, objects: list[dict] = ()) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.objects = {object_path(o): o for o in objects}  # type: ignore[attr-defined]
+        self._server.requests = []  # type: ignore[attr-defined]
+        self.requests: list[str] = self._server.requests  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.kubeconfig = workdir / "kubeconfig"
         port = self._server.server_address[1]
@@ -118,3 +138,37 @@ class FakeDiscovery:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def render_against(helm: str, values: dict | None, objects: list[dict], *,
+                   release: str = "prod", namespace: str = "mlops",
+                   show_only: tuple[str, ...] = (), workdir: Path) -> list[dict]:
+    """Render the chart as an upgrade against a cluster holding `objects`, so `lookup` sees them.
+
+    `helm template --dry-run=server` gives the template engine a REST config (Helm's
+    pkg/action/action.go, renderResources: "commands with the flag `--dry-run` with the value
+    of ... `server` should try to interact with the cluster"; without it `lookup` is empty), on
+    Helm 3 and 4 alike. `--is-upgrade` renders as `helm upgrade` does and skips the install-time
+    check that no rendered object exists yet (pkg/action/install.go, existingResourceConflict).
+    Returns the validated objects; a failed render raises RenderError with Helm's stderr.
+    """
+    import subprocess
+
+    import yaml
+
+    from .render import CHART_DIR, RenderError, validate_object
+
+    with FakeDiscovery(workdir, objects) as fake:
+        cmd = [helm, "template", release, str(CHART_DIR), "--namespace", namespace,
+               "--values", "-", "--dry-run=server", "--is-upgrade",
+               "--disable-openapi-validation", "--kubeconfig", str(fake.kubeconfig)]
+        for template in show_only:
+            cmd += ["--show-only", template]
+        proc = subprocess.run(cmd, input=json.dumps(values or {}), capture_output=True,
+                              text=True, check=False, timeout=120)
+    if proc.returncode != 0:
+        raise RenderError(proc.stderr, proc.returncode)
+    rendered = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    for obj in rendered:
+        validate_object(obj)
+    return rendered

@@ -30,8 +30,9 @@ class TestAuth:
         values = {"auth": {"enabled": True, "existingSecret": "my-auth",
                            "passwordKey": "pw", "secretKeyKey": "sk"}}
         objects = render_chart(helm, values)
-        assert [s["metadata"]["name"] for s in by_kind(objects, "Secret")] == [
-            f"{FULLNAME}-postgresql"]
+        # No auth Secret of the chart's own (the others are the database's and the gateway's).
+        assert sorted(s["metadata"]["name"] for s in by_kind(objects, "Secret")) == [
+            f"{FULLNAME}-crypto", f"{FULLNAME}-postgresql"]
         env = env_of(container(get_object(objects, "Deployment", FULLNAME)["spec"]["template"][
             "spec"], "mlflow"))
         assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {

@@ -16,6 +16,7 @@ from .render import CHART_DIR, FULLNAME, NAMESPACE, kind_names, load_yaml, rende
 BASE = {
     ("ServiceAccount", FULLNAME),
     ("Secret", f"{FULLNAME}-postgresql"),
+    ("Secret", f"{FULLNAME}-crypto"),
     ("ConfigMap", f"{FULLNAME}-scripts"),
     ("PersistentVolumeClaim", f"{FULLNAME}-artifacts"),
     ("Service", f"{FULLNAME}-postgresql"),
@@ -120,6 +121,7 @@ class TestInventory:
                 if (o["metadata"].get("annotations") or {}).get("helm.sh/resource-policy")
                 == "keep"}
         assert kept == {("Secret", f"{FULLNAME}-postgresql"), ("Secret", f"{FULLNAME}-auth"),
+                        ("Secret", f"{FULLNAME}-crypto"),
                         ("PersistentVolumeClaim", f"{FULLNAME}-artifacts")}
 
     def test_everything_in_the_release_namespace(self, helm):

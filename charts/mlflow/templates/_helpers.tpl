@@ -144,6 +144,26 @@ imagePullSecrets:
 {{- default (include "mlflow.componentName" (list . "auth")) .Values.auth.existingSecret }}
 {{- end }}
 
+{{- define "mlflow.cryptoKekSecretName" -}}
+{{- default (include "mlflow.componentName" (list . "crypto")) .Values.server.cryptoKek.existingSecret }}
+{{- end }}
+
+{{/*
+The server's AI Gateway encryption passphrase and its version (mlflow/utils/crypto.py reads
+MLFLOW_CRYPTO_KEK_PASSPHRASE and MLFLOW_CRYPTO_KEK_VERSION, default 1). Server container only.
+*/}}
+{{- define "mlflow.cryptoKekEnv" -}}
+{{- if .Values.server.cryptoKek.enabled }}
+- name: MLFLOW_CRYPTO_KEK_PASSPHRASE
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mlflow.cryptoKekSecretName" . | quote }}
+      key: {{ .Values.server.cryptoKek.secretKey | quote }}
+- name: MLFLOW_CRYPTO_KEK_VERSION
+  value: {{ .Values.server.cryptoKek.version | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "mlflow.artifactsClaimName" -}}
 {{- default (include "mlflow.componentName" (list . "artifacts")) .Values.artifacts.persistence.existingClaim }}
 {{- end }}
