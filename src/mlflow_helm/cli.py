@@ -254,13 +254,17 @@ def test(**kw) -> None:
 @main.command()
 @cluster_options
 @cloud_options
+@click.option("--create-secrets", is_flag=True,
+              help="Create the Secrets the manifests read (database password, basic-auth, AI "
+                   "Gateway passphrase) when missing; existing ones are never changed.")
 @handle_errors
-def render(**kw) -> None:
-    """Print the manifests with the computed values (for GitOps)."""
+def render(create_secrets: bool, **kw) -> None:
+    """Print the manifests with the computed values (for GitOps): the same output on every
+    run. Secrets the chart would generate are referenced, not rendered."""
     from .commands import do_render
 
     opts = build_options(**kw)
-    emit(do_render(build_context(opts)), opts)
+    emit(do_render(build_context(opts), create_secrets=create_secrets), opts)
 
 
 @main.command()

@@ -33,7 +33,7 @@ from .steps.google import (
 )
 from .steps.kubernetes import ExternalSecretStep, NamespaceStep
 from .steps.release import ReleaseStep
-from .values import compute_values
+from .values import compute_values, deep_merge
 
 # Every step, in the order plans are shown, and what each must wait for: a step starts as soon
 # as the steps it needs are done (or disabled), so unrelated work never waits. A Cloud SQL
@@ -246,17 +246,40 @@ def do_status(ctx: Context) -> Result:
     return result
 
 
-def do_render(ctx: Context) -> Result:
+def do_render(ctx: Context, create_secrets: bool = False) -> Result:
+    """The manifests for GitOps: the same bytes on every run for the same inputs.
+
+    The Secrets the chart would otherwise generate on each render (see gitops.py) are named
+    instead; `create_secrets` creates the missing ones in the cluster first, else a note says
+    which the manifests need.
+    """
+    from .gitops import ensure_secrets, generated_secrets, secret_values
     from .steps.release import chart_ref
 
-    preflight(ctx, cluster=False)
+    preflight(ctx, cluster=create_secrets)
+    opts = ctx.opts
     result = _new_result(ctx, "render")
-    result.values = compute_values(ctx)
-    chart, version = chart_ref(ctx.opts)
+    computed = compute_values(ctx)
+    secrets = generated_secrets(opts, computed)
+    result.values = deep_merge(computed, secret_values(secrets))
+    if create_secrets and secrets:
+        result.changes = ensure_secrets(ctx.kube, opts, secrets)
+    elif secrets:
+        listed = "; ".join(f"{s.name} ({s.purpose}; keys {', '.join(s.keys)})" for s in secrets)
+        result.notes.append(
+            f"the manifests read Secrets that must exist in namespace {opts.namespace} before "
+            f"they are applied: {listed}. `mlflow-helm render --create-secrets` creates the "
+            "missing ones once (generated, never changed afterwards); or create them with your "
+            "secret manager")
+    if opts.database in ("cloudsql", "external") and not opts.local and not opts.iam_db_auth:
+        result.notes.append(
+            f"the database Secret {opts.namespace}/{opts.db_secret_name} is written by "
+            "`mlflow-helm install`; with GitOps, run it once or create the Secret yourself")
+    chart, version = chart_ref(opts)
     result.manifests = ctx.helm.template(
-        ctx.opts.release, chart, result.values, namespace=ctx.opts.namespace,
-        values_files=ctx.opts.values_files, set_values=ctx.opts.set_values,
-        version=version if ctx.opts.chart else "")
+        opts.release, chart, result.values, namespace=opts.namespace,
+        values_files=opts.values_files, set_values=opts.set_values,
+        version=version if opts.chart else "")
     return result
 
 

@@ -35,6 +35,16 @@ def fit_name(name: str, limit: int = 63) -> str:
     return f"{name[:limit - 9].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+def component_name(fullname: str, suffix: str, limit: int = 63) -> str:
+    """The chart's `mlflow.componentName`: "<fullname>-<suffix>", or when that is too long the
+    full name cut, 8 hex digits of the sha256 of the whole name, and the suffix."""
+    name = f"{fullname}-{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{fullname[:limit - len(suffix) - 10].rstrip('-')}-{digest}-{suffix}"
+
+
 DATABASES = ("incluster", "cloudsql", "external")
 DB_AUTHS = ("password", "iam")
 IDENTITIES = ("gsa", "direct")

@@ -57,7 +57,14 @@ def print_result(result, output: str) -> None:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=False))
         return
     if result.command == "render":
+        # stdout is the manifests alone (for `> file` or a pipe); what else there is to say
+        # goes to stderr.
         sys.stdout.write(result.manifests)
+        for change in result.changes:
+            click.echo(f"{change.action:<9} {change.kind} {change.name}  ({change.detail})",
+                       err=True)
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
         return
     if result.command == "status":
         print_status(result)

@@ -58,7 +58,8 @@ def test_render_uses_the_real_helm_with_computed_values(world):
     result = CliRunner().invoke(main, ["render", *FULL_ARGS, "--db-auth", "iam"],
                                 env=cli_env(world))
     assert result.exit_code == 0, result.output
-    docs = [d for d in yaml.safe_load_all(result.output) if d]
+    # stdout is the manifests alone; notes (the Secrets they read) go to stderr.
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("Deployment", "mlflow") in kinds and ("ServiceAccount", "mlflow") in kinds
     sa = next(d for d in docs if d["kind"] == "ServiceAccount")
