@@ -147,3 +147,54 @@ class TestJobMigrate:
             assert command[:2] == ["python", "/opt/mlflow-helm/db.py"]
             flags = {a.split("=", 1)[0] for a in command[2:] if a.startswith("--")}
             assert flags <= known, f"db.py does not accept {sorted(flags - known)}"
+
+
+class TestJobMigrateGitOps:
+    """Argo CD: the Job as an ordinary object (default) or as an Argo CD hook.
+
+    Argo CD's docs (user-guide/helm.md, "Helm Hooks"; user-guide/sync-waves.md): a `Sync` hook
+    runs "at the same time as the application of the manifests", `PreSync` before them; a hook
+    annotation of Argo CD's own makes it ignore the object's Helm hook annotations; delete
+    policies are HookSucceeded, HookFailed and BeforeHookCreation.
+    """
+
+    def test_no_hook_annotations_by_default(self, helm):
+        annotations = job(helm)["metadata"].get("annotations") or {}
+        assert not any(k.startswith("argocd.argoproj.io/") for k in annotations)
+
+    def test_job_annotations_and_common_annotations(self, helm):
+        j = job(helm, {"commonAnnotations": {"team": "ml"},
+                       "migrations": {"jobAnnotations": {"argocd.argoproj.io/sync-wave": "1",
+                                                         "team": "ml-platform"}}})
+        assert j["metadata"]["annotations"] == {"argocd.argoproj.io/sync-wave": "1",
+                                                "team": "ml-platform"}
+
+    def test_argocd_sync_hook(self, helm):
+        values = {"migrations": {"argocd": {"hook": "Sync"}}}
+        j = job(helm, values)
+        assert j["metadata"]["annotations"] == {
+            "argocd.argoproj.io/hook": "Sync",
+            "argocd.argoproj.io/hook-delete-policy": "HookSucceeded,BeforeHookCreation"}
+        # Annotations are no part of the name's hash: turning the hook on migrates nothing anew.
+        assert j["metadata"]["name"] == job(helm)["metadata"]["name"]
+        # Still no Helm hook: `helm install` keeps running it beside the database.
+        assert not any(k.startswith("helm.sh/hook") for k in j["metadata"]["annotations"])
+
+    def test_presync_needs_a_database_that_exists_before_the_sync(self, helm):
+        from .render import render_error
+
+        err = render_error(helm, {"migrations": {"argocd": {"hook": "PreSync"}}})
+        assert "migrations.argocd.hook=PreSync" in err and "migrations.argocd.hook=Sync" in err
+        external = merge(DATABASE_MODES["external-pg"],
+                         {"migrations": {"argocd": {"hook": "PreSync",
+                                                    "hookDeletePolicy": "BeforeHookCreation"}}})
+        assert job(helm, external)["metadata"]["annotations"] == {
+            "argocd.argoproj.io/hook": "PreSync",
+            "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation"}
+
+    @pytest.mark.parametrize("values", [{"hook": "PostSync"}, {"hookDeletePolicy": "Always"}])
+    def test_unknown_hook_settings_are_refused(self, helm, values):
+        from .render import render_error
+
+        err = render_error(helm, {"migrations": {"argocd": values}})
+        assert "argocd" in err

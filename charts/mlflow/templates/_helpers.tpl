@@ -468,6 +468,24 @@ A long full name is cut before the suffix, never the hash.
 {{- end }}
 {{- end }}
 
+{{/*
+The migration Job's annotations: the common ones, migrations.jobAnnotations, and with
+migrations.argocd.hook the Argo CD hook annotations. Argo CD maps helm.sh/hook annotations
+itself (pre-install/pre-upgrade to PreSync), but the Job is no Helm hook (see job-migrate.yaml);
+an argocd.argoproj.io/hook annotation makes Argo CD ignore any Helm hook annotation on the object
+(Argo CD docs, user-guide/helm.md, "Helm Hooks").
+*/}}
+{{- define "mlflow.migrateJobAnnotations" -}}
+{{- $out := dict }}
+{{- with .Values.commonAnnotations }}{{ $out = merge $out . }}{{ end }}
+{{- with .Values.migrations.jobAnnotations }}{{ $out = mergeOverwrite $out . }}{{ end }}
+{{- with .Values.migrations.argocd.hook }}
+{{- $_ := set $out "argocd.argoproj.io/hook" . }}
+{{- $_ := set $out "argocd.argoproj.io/hook-delete-policy" $.Values.migrations.argocd.hookDeletePolicy }}
+{{- end }}
+{{- with $out }}{{ toYaml . }}{{ end }}
+{{- end }}
+
 {{/* A memory quantity in bytes (float), for comparisons: "2Gi", "512Mi", "3G", "1000000". */}}
 {{- define "mlflow.bytes" -}}
 {{- $q := toString . }}

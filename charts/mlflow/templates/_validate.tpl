@@ -116,6 +116,10 @@ request holds one connection while it takes a second, so that many holders need 
 {{- $errors = append $errors (printf "database.pool.size + database.pool.maxOverflow = %d with server.threadLimit=%d: a worker runs up to %d requests at once and a log-batch request holds two connections, so concurrent log-batch calls can wait the 30 s pool timeout. Make the sum %d or more (2 x threadLimit lets none wait), or lower server.threadLimit" $conns (int $v.server.threadLimit) $threads (add1 $threads)) }}
 {{- end }}
 
+{{- if and (eq $v.migrations.argocd.hook "PreSync") (eq $v.database.type "incluster") }}
+{{- $errors = append $errors "migrations.argocd.hook=PreSync with database.type=incluster: a PreSync hook runs before the StatefulSet exists, so the first sync would wait for a database that is never created. Use migrations.argocd.hook=Sync (it runs beside the database)" }}
+{{- end }}
+
 {{- /* Kubernetes requires Service names to be DNS-1035 labels; Helm's release names may start
 with a digit or hold dots (validate_name.go in Helm's chartutil). */}}
 {{- $svc := include "mlflow.serviceName" . }}
