@@ -47,7 +47,7 @@ value and the fix. Called once, from the server Deployment.
 {{- $rwx := or (has "ReadWriteMany" $v.artifacts.persistence.accessModes) (ne $v.artifacts.persistence.existingClaim "") }}
 {{- $replicas := ternary $v.autoscaling.maxReplicas $v.replicaCount $v.autoscaling.enabled }}
 {{- if and (gt (int $replicas) 1) (not $rwx) }}
-{{- $errors = append $errors (printf "artifacts.type=pvc with %d replicas: a ReadWriteOnce volume holds one server pod. Set replicaCount=1 (and autoscaling.enabled=false), use artifacts.type=gcs, or use a ReadWriteMany volume (artifacts.persistence.accessModes=[ReadWriteMany] or artifacts.persistence.existingClaim)" (int $replicas)) }}
+{{- $errors = append $errors (printf "artifacts.type=pvc with %d replicas: a ReadWriteOnce volume holds one server pod. Set replicaCount=1 (and autoscaling.enabled=false), use artifacts.type=gcs, or use a ReadWriteMany volume: on a new install, artifacts.persistence.accessModes=[ReadWriteMany] with a StorageClass that offers it (GKE: Filestore's standard-rwx); for a release whose artifact claim exists (its access modes cannot change), create a ReadWriteMany claim, copy the artifacts into it and set artifacts.persistence.existingClaim to it (see the chart README, Artifacts)" (int $replicas)) }}
 {{- end }}
 {{- end }}
 
@@ -118,6 +118,62 @@ request holds one connection while it takes a second, so that many holders need 
 
 {{- if and (eq $v.migrations.argocd.hook "PreSync") (eq $v.database.type "incluster") }}
 {{- $errors = append $errors "migrations.argocd.hook=PreSync with database.type=incluster: a PreSync hook runs before the StatefulSet exists, so the first sync would wait for a database that is never created. Use migrations.argocd.hook=Sync (it runs beside the database)" }}
+{{- end }}
+
+{{- /*
+Upgrades the API server would refuse, caught while the objects exist (lookup: install and
+upgrade only; empty under `helm template`). A StatefulSet's volumeClaimTemplates cannot change
+("updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', ... are
+forbidden", Kubernetes pkg/apis/apps/validation ValidateStatefulSetUpdate), and a bound claim's
+spec is "immutable after creation except resources.requests" (which may only grow:
+pkg/apis/core/validation ValidatePersistentVolumeClaimUpdate).
+*/}}
+{{- if eq $v.database.type "incluster" }}
+{{- $p := $v.postgresql.persistence }}
+{{- $sts := include "mlflow.postgresql.fullname" . }}
+{{- $claim := printf "data-%s-0" $sts }}
+{{- $ns := .Release.Namespace }}
+{{- range $t := (lookup "apps/v1" "StatefulSet" $ns $sts | dig "spec" "volumeClaimTemplates" list) }}
+{{- if eq (dig "metadata" "name" "" $t) "data" }}
+{{- $live := dig "spec" "resources" "requests" "storage" "" $t | toString }}
+{{- $liveBytes := include "mlflow.bytes" $live | float64 }}
+{{- $wantBytes := include "mlflow.bytes" $p.size | float64 }}
+{{- if and $live (gt $wantBytes $liveBytes) }}
+{{- $errors = append $errors (printf "postgresql.persistence.size=%s: the StatefulSet %s was created with a %s volume claim template, and Kubernetes refuses to change a StatefulSet's volumeClaimTemplates. To grow the database volume: (1) kubectl -n %s patch pvc %s -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"%s\"}}}}' (the StorageClass needs allowVolumeExpansion: true, see kubectl get storageclass); (2) kubectl -n %s delete statefulset %s --cascade=orphan (the pod and its volume keep running); (3) run this upgrade again: Helm creates the StatefulSet anew with the new size and it adopts the running pod. Or keep postgresql.persistence.size=%s" $p.size $sts $live $ns $claim $p.size $ns $sts $live) }}
+{{- else if and $live (lt $wantBytes $liveBytes) }}
+{{- $errors = append $errors (printf "postgresql.persistence.size=%s is smaller than the %s the StatefulSet %s was created with: a volume cannot shrink. Keep postgresql.persistence.size=%s (a smaller volume needs a new release: pg_dump the database and restore it there)" $p.size $live $sts $live) }}
+{{- end }}
+{{- $liveModes := dig "spec" "accessModes" list $t }}
+{{- if ne (toJson $liveModes) (toJson $p.accessModes) }}
+{{- $errors = append $errors (printf "postgresql.persistence.accessModes=%s: the StatefulSet %s was created with %s, and neither its volumeClaimTemplates nor the bound claim %s can change. Keep postgresql.persistence.accessModes=%s" (toJson $p.accessModes) $sts (toJson $liveModes) $claim (toJson $liveModes)) }}
+{{- end }}
+{{- $liveClass := dig "spec" "storageClassName" "" $t }}
+{{- if ne $liveClass $p.storageClass }}
+{{- $errors = append $errors (printf "postgresql.persistence.storageClass=%q: the StatefulSet %s was created with %q, and neither its volumeClaimTemplates nor the bound claim %s can change. Keep postgresql.persistence.storageClass=%q (another storage class needs a new release: pg_dump the database and restore it there)" $p.storageClass $sts $liveClass $claim $liveClass) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- if and (eq $v.artifacts.type "pvc") (not $v.artifacts.persistence.existingClaim) }}
+{{- $p := $v.artifacts.persistence }}
+{{- $name := include "mlflow.artifactsClaimName" . }}
+{{- $pvc := lookup "v1" "PersistentVolumeClaim" .Release.Namespace $name }}
+{{- if $pvc }}
+{{- $liveModes := dig "spec" "accessModes" list $pvc }}
+{{- $move := printf "To change it, move the artifacts to a new claim: create a PersistentVolumeClaim with the access modes and storage class you want (ReadWriteMany on GKE: storageClassName standard-rwx, Filestore), copy the data with a pod that mounts both claims (cp -a /old/. /new/) while the server is scaled to 0, then set artifacts.persistence.existingClaim to the new claim (the old one, %s, is kept by helm.sh/resource-policy: keep until you delete it)" $name }}
+{{- if ne (toJson $liveModes) (toJson $p.accessModes) }}
+{{- $errors = append $errors (printf "artifacts.persistence.accessModes=%s: the claim %s was created with %s, and Kubernetes refuses to change a bound claim's access modes (only its size may grow). Keep artifacts.persistence.accessModes=%s. %s" (toJson $p.accessModes) $name (toJson $liveModes) (toJson $liveModes) $move) }}
+{{- end }}
+{{- $liveClass := dig "spec" "storageClassName" "" $pvc }}
+{{- if and $p.storageClass (ne $liveClass $p.storageClass) }}
+{{- $errors = append $errors (printf "artifacts.persistence.storageClass=%q: the claim %s was created with %q, and Kubernetes refuses to change a bound claim's storage class. Keep artifacts.persistence.storageClass=%q. %s" $p.storageClass $name $liveClass $liveClass $move) }}
+{{- end }}
+{{- $live := dig "spec" "resources" "requests" "storage" "" $pvc | toString }}
+{{- if and $live (lt (include "mlflow.bytes" $p.size | float64) (include "mlflow.bytes" $live | float64)) }}
+{{- $errors = append $errors (printf "artifacts.persistence.size=%s is smaller than the %s the claim %s requests: a volume cannot shrink. Keep artifacts.persistence.size=%s" $p.size $live $name $live) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- /* Kubernetes requires Service names to be DNS-1035 labels; Helm's release names may start
