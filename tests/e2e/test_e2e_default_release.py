@@ -163,3 +163,37 @@ def test_migration_is_idempotent(release: Release) -> None:
         assert snapshot(release) == before
     code, output = release.helm_test()
     assert code == 0, output
+
+
+def test_gateway_secrets_are_encrypted_with_the_charts_passphrase(release: Release) -> None:
+    """The real server reads MLFLOW_CRYPTO_KEK_PASSPHRASE from the chart's Secret: it reports
+    no default passphrase (mlflow/server/handlers.py, _get_secrets_config), and a gateway secret
+    it stores opens with that passphrase and not with MLflow's public default
+    (mlflow/utils/crypto.py: KEKManager, _decrypt_secret, DEFAULT_KEK_PASSPHRASE)."""
+    import urllib.request
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.crypto import DEFAULT_KEK_PASSPHRASE, KEKManager, _decrypt_secret
+
+    status, body = release.get("/ajax-api/3.0/mlflow/gateway/secrets/config")
+    assert status == 200, body
+    assert json.loads(body)["using_default_passphrase"] is False
+    request = urllib.request.Request(
+        release.tracking_uri() + "/api/3.0/mlflow/gateway/secrets/create",
+        data=json.dumps({"secret_name": "e2e-openai", "provider": "openai",
+                         "secret_value": {"api_key": "sk-e2e-not-a-real-key"}}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    [(secret_id, name, encrypted, wrapped, version)] = release.db_query(
+        "SELECT secret_id, secret_name, encrypted_value, wrapped_dek, kek_version FROM secrets"
+        " WHERE secret_name = 'e2e-openai'")
+    assert version == 1
+    passphrase = release.server_env()["MLFLOW_CRYPTO_KEK_PASSPHRASE"]
+    assert len(passphrase) == 48
+    opened = _decrypt_secret(bytes(encrypted), bytes(wrapped), KEKManager(passphrase, 1),
+                             secret_id, name)
+    assert opened == {"api_key": "sk-e2e-not-a-real-key"}
+    with pytest.raises(MlflowException):
+        _decrypt_secret(bytes(encrypted), bytes(wrapped), KEKManager(DEFAULT_KEK_PASSPHRASE, 1),
+                        secret_id, name)
