@@ -62,3 +62,33 @@ class TestGitOps:
         assert f"name: {FULLNAME}-migrate-1\n" not in text
         job = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "Job")
         assert job["metadata"]["name"].startswith(f"{FULLNAME}-migrate-")
+
+
+class TestHelmInstallKeepsGeneratedSecrets:
+    """Without existingSecret, `helm upgrade` keeps what the first install generated: the chart
+    looks the Secrets up (rendered here against the loopback API, see fake_discovery.py)."""
+
+    def test_upgrade_reuses_every_generated_secret(self, helm, tmp_path):
+        import base64
+
+        from .fake_discovery import render_against
+
+        def secret(name: str, **data: str) -> dict:
+            return {"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": name, "namespace": NAMESPACE},
+                    "data": {k.replace("_", "-"): base64.b64encode(v.encode()).decode()
+                             for k, v in data.items()}}
+
+        live = [secret(f"{FULLNAME}-postgresql", password="first-db-password"),
+                secret(f"{FULLNAME}-auth", admin_password="first-admin",
+                       flask_secret_key="first-flask-key"),
+                secret(f"{FULLNAME}-crypto", passphrase="first-passphrase")]
+        values = {"auth": {"enabled": True}}
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        first = render_against(helm, values, live, workdir=tmp_path / "a")
+        second = render_against(helm, values, live, workdir=tmp_path / "b")
+        rendered = {o["metadata"]["name"]: o["data"] for o in first if o["kind"] == "Secret"}
+        assert rendered == {s["metadata"]["name"]: s["data"] for s in live}
+        # And so the pods' checksums do not move between upgrades either.
+        assert first == second
