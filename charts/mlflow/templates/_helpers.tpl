@@ -472,8 +472,9 @@ A long full name is cut before the suffix, never the hash.
 The migration Job's annotations: the common ones, migrations.jobAnnotations, and with
 migrations.argocd.hook the Argo CD hook annotations. Argo CD maps helm.sh/hook annotations
 itself (pre-install/pre-upgrade to PreSync), but the Job is no Helm hook (see job-migrate.yaml);
-an argocd.argoproj.io/hook annotation makes Argo CD ignore any Helm hook annotation on the object
-(Argo CD docs, user-guide/helm.md, "Helm Hooks").
+an argocd.argoproj.io/hook annotation makes Argo CD ignore any Helm hook annotation on the same
+object (Argo CD docs, user-guide/helm.md, "Helm Hooks"; gitops-engine pkg/sync/hook/hook.go,
+Types: Helm hook types are read only when the object has no Argo CD one).
 */}}
 {{- define "mlflow.migrateJobAnnotations" -}}
 {{- $out := dict }}
