@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
 
 import pytest
+import yaml
 
 from .modes import DATABASE_MODES
-from .render import FULLNAME, NAMESPACE, by_kind, container, get_object, render_chart
+from .render import (
+    CHART_DIR,
+    FULLNAME,
+    NAMESPACE,
+    RELEASE,
+    by_kind,
+    container,
+    get_object,
+    render_chart,
+    validate_object,
+)
 
 PG = f"{FULLNAME}-postgresql"
 
@@ -134,3 +147,72 @@ class TestStatefulSetPostgresql:
         values = {"postgresql": {"image": {"digest": "sha256:" + "b" * 64}}}
         c = container(statefulset(helm, values)["spec"]["template"]["spec"], "postgresql")
         assert c["image"] == "docker.io/library/postgres@sha256:" + "b" * 64
+
+    # ------------------------------------------------- restarts, shutdown, shared memory ---
+
+    @staticmethod
+    def _render_copy(helm: str, chart_dir, values: dict) -> dict:
+        cmd = [helm, "template", RELEASE, str(chart_dir), "--namespace", NAMESPACE,
+               "--values", "-", "--show-only", "templates/statefulset-postgresql.yaml"]
+        out = subprocess.run(cmd, input=yaml.safe_dump(values), capture_output=True, text=True,
+                             check=True).stdout
+        sts = yaml.safe_load(out)
+        validate_object(sts)
+        return sts
+
+    def test_pod_template_same_across_chart_and_app_versions(self, helm, tmp_path):
+        # A changed pod template makes the StatefulSet controller replace the database pod;
+        # on a chart upgrade that is the moment the migration Job needs the database. So the
+        # template must not depend on Chart.yaml: render this chart and a copy whose version
+        # and appVersion are bumped (as a release of the chart would), with the same values.
+        bumped = tmp_path / "mlflow"
+        shutil.copytree(CHART_DIR, bumped)
+        chart = yaml.safe_load((bumped / "Chart.yaml").read_text())
+        chart["version"] = "9.8.7"
+        chart["appVersion"] = "9.9.9"
+        (bumped / "Chart.yaml").write_text(yaml.safe_dump(chart))
+        # A named Secret: a generated password is new on each `helm template` (lookup keeps it
+        # on a cluster), and its checksum would differ for that reason alone.
+        values = {"postgresql": {"auth": {"existingSecret": "pg"}, "podLabels": {"team": "ml"}},
+                  "commonLabels": {"env": "prod"}}
+        old = self._render_copy(helm, CHART_DIR, values)
+        new = self._render_copy(helm, bumped, values)
+        # The bump reached the render (object labels carry both versions) ...
+        assert old["metadata"]["labels"]["app.kubernetes.io/version"] != "9.9.9"
+        assert new["metadata"]["labels"]["app.kubernetes.io/version"] == "9.9.9"
+        assert new["metadata"]["labels"]["helm.sh/chart"] == "mlflow-9.8.7"
+        # ... and the pod template did not change at all.
+        assert new["spec"]["template"] == old["spec"]["template"]
+        assert new["spec"]["volumeClaimTemplates"] == old["spec"]["volumeClaimTemplates"]
+        labels = old["spec"]["template"]["metadata"]["labels"]
+        assert labels == {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "prod",
+                          "app.kubernetes.io/component": "postgresql",
+                          "app.kubernetes.io/managed-by": "Helm",
+                          "app.kubernetes.io/part-of": "mlflow", "env": "prod", "team": "ml"}
+
+    def test_termination_grace(self, helm):
+        # The official image's Dockerfile sets STOPSIGNAL SIGINT, PostgreSQL's fast shutdown
+        # (https://www.postgresql.org/docs/current/server-shutdown.html): sessions end, then
+        # the shutdown checkpoint is written. docker-library/postgres' Dockerfile template
+        # notes that the server-start docs find even 90 s "may not be long enough"; Kubernetes'
+        # default of 30 s SIGKILLs a checkpoint in progress and the next start replays the WAL.
+        assert statefulset(helm)["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"] == 120
+        sts = statefulset(helm, {"postgresql": {"terminationGracePeriodSeconds": 300}})
+        assert sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 300
+
+    def test_dev_shm_is_memory_backed(self, helm):
+        # dynamic_shared_memory_type defaults to posix: parallel query workers share segments
+        # in /dev/shm (https://www.postgresql.org/docs/current/runtime-config-resource.html),
+        # which the container runtime mounts as a 64 MiB tmpfs; a bigger one is an emptyDir
+        # with medium Memory, whose pages count against the pod's memory
+        # (https://kubernetes.io/docs/concepts/storage/volumes/#emptydir).
+        spec = statefulset(helm, {"postgresql": {"shmSizeLimit": "512Mi"}})["spec"]["template"][
+            "spec"]
+        shm = next(v for v in spec["volumes"] if v["name"] == "shm")
+        assert shm == {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "512Mi"}}
+        mounts = container(spec, "postgresql")["volumeMounts"]
+        assert {"name": "shm", "mountPath": "/dev/shm"} in mounts
+        default = statefulset(helm)["spec"]["template"]["spec"]
+        assert next(v for v in default["volumes"] if v["name"] == "shm")["emptyDir"][
+            "sizeLimit"] == "256Mi"

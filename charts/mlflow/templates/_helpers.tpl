@@ -79,6 +79,21 @@ app.kubernetes.io/part-of: mlflow
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
+{{/*
+Labels of one component that never change with the chart version or appVersion (no helm.sh/chart,
+no app.kubernetes.io/version), for pod templates that must not roll on a chart upgrade.
+Usage: include "mlflow.stableLabels" (list . "postgresql")
+*/}}
+{{- define "mlflow.stableLabels" -}}
+{{- $root := index . 0 }}
+{{- include "mlflow.componentSelectorLabels" . }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+app.kubernetes.io/part-of: mlflow
+{{- with $root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* Selector of one component. Usage: include "mlflow.componentSelectorLabels" (list . "server") */}}
 {{- define "mlflow.componentSelectorLabels" -}}
 {{ include "mlflow.selectorLabels" (index . 0) }}
