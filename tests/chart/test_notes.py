@@ -86,3 +86,14 @@ class TestNotes:
                                 "gcs": {"bucket": "bucket", "path": "/p/"}}}
         assert "Artifacts: gs://bucket/p (clients write to the bucket directly)" in notes(
             helm, discovery, values)
+
+
+class TestNotesCryptoKek:
+    def test_names_the_passphrase_secret(self, helm, discovery):
+        text = notes(helm, discovery)
+        assert (f"AI Gateway secrets: encrypted with the passphrase in Secret {FULLNAME}-crypto "
+                "(generated, kept by `helm uninstall`)") in text
+        own = notes(helm, discovery, {"server": {"cryptoKek": {"existingSecret": "team-kek"}}})
+        assert "passphrase in Secret team-kek. Back it up" in own
+        off = notes(helm, discovery, {"server": {"cryptoKek": {"enabled": False}}})
+        assert "AI Gateway secrets" not in off
