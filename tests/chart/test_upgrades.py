@@ -142,3 +142,25 @@ class TestScalingAdvice:
         assert "on a new install, artifacts.persistence.accessModes=[ReadWriteMany]" in err
         assert "its access modes cannot change" in err
         assert "set artifacts.persistence.existingClaim" in err
+
+
+KEPT_CLAIM = {
+    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+    "metadata": {"name": f"data-{STS}-0", "namespace": NAMESPACE},
+    "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard-rwo",
+             "resources": {"requests": {"storage": "8Gi"}}},
+    "status": {"phase": "Bound", "capacity": {"storage": "8Gi"}},
+}
+
+
+class TestKeptDatabaseClaim:
+    """After `helm uninstall` the StatefulSet is gone but its claim stays (retention policy
+    Retain, statefulset-postgresql.yaml); a new StatefulSet adopts the claim as it is."""
+
+    def test_larger_size_than_the_kept_claim_says_how(self, helm, tmp_path):
+        err = refused(helm, tmp_path, pg({"size": "20Gi"}), objects=(KEPT_CLAIM,))
+        assert f"the database claim data-{STS}-0 kept from an earlier install holds 8Gi" in err
+        assert f"kubectl -n {NAMESPACE} patch pvc data-{STS}-0" in err
+
+    def test_reinstall_with_the_same_size(self, helm, tmp_path):
+        assert upgrade(helm, tmp_path, pg({"size": "8Gi"}), objects=(KEPT_CLAIM,))

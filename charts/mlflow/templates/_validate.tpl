@@ -133,7 +133,16 @@ pkg/apis/core/validation ValidatePersistentVolumeClaimUpdate).
 {{- $sts := include "mlflow.postgresql.fullname" . }}
 {{- $claim := printf "data-%s-0" $sts }}
 {{- $ns := .Release.Namespace }}
-{{- range $t := (lookup "apps/v1" "StatefulSet" $ns $sts | dig "spec" "volumeClaimTemplates" list) }}
+{{- $liveSts := lookup "apps/v1" "StatefulSet" $ns $sts }}
+{{- if not $liveSts }}
+{{- /* A claim kept from an earlier install (retention policy Retain): a new StatefulSet adopts
+it as it is and never resizes it, so a larger size would silently not apply. */}}
+{{- $kept := dig "spec" "resources" "requests" "storage" "" (lookup "v1" "PersistentVolumeClaim" $ns $claim) | toString }}
+{{- if and $kept (gt (include "mlflow.bytes" $p.size | float64) (include "mlflow.bytes" $kept | float64)) }}
+{{- $errors = append $errors (printf "postgresql.persistence.size=%s: the database claim %s kept from an earlier install holds %s, and a StatefulSet never resizes a claim that exists. Grow it first: kubectl -n %s patch pvc %s -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"%s\"}}}}' (the StorageClass needs allowVolumeExpansion: true), then run this again; or set postgresql.persistence.size=%s" $p.size $claim $kept $ns $claim $p.size $kept) }}
+{{- end }}
+{{- end }}
+{{- range $t := ($liveSts | dig "spec" "volumeClaimTemplates" list) }}
 {{- if eq (dig "metadata" "name" "" $t) "data" }}
 {{- $live := dig "spec" "resources" "requests" "storage" "" $t | toString }}
 {{- $liveBytes := include "mlflow.bytes" $live | float64 }}
