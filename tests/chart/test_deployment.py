@@ -29,6 +29,7 @@ from .render import (
     FULLNAME,
     NAMESPACE,
     RenderError,
+    by_kind,
     container,
     env_of,
     env_value,
@@ -621,3 +622,51 @@ class TestDeployment:
         spec = pod_spec(helm, values)
         assert spec["containers"][0]["image"] == "ghcr.io/mlflow/mlflow@sha256:" + "a" * 64
         assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+    # ------------------------------------------------------------ /tmp and ephemeral storage ---
+    # MLflow buffers each proxied artifact transfer in full under TMPDIR=/tmp
+    # (mlflow/server/handlers.py: _upload_artifact writes the request body into a
+    # TemporaryDirectory, then log_artifact; _download_artifact downloads into one, then sends).
+    # GKE Autopilot sets ephemeral-storage from the request and evicts a pod that uses more
+    # (https://cloud.google.com/kubernetes-engine/docs/concepts/autopilot-resource-requests).
+
+    def test_ephemeral_storage_request(self, helm):
+        spec = get_object(render_chart(helm), "Deployment", FULLNAME)["spec"]["template"]["spec"]
+        server = container(spec, "mlflow")
+        assert server["resources"]["requests"]["ephemeral-storage"] == "2Gi"
+        # No size limit by default: a transfer larger than a guess must not evict the pod.
+        tmp = next(v for v in spec["volumes"] if v["name"] == "tmp")
+        assert tmp == {"name": "tmp", "emptyDir": {}}
+        assert {"name": "tmp", "mountPath": "/tmp"} in server["volumeMounts"]
+
+    def test_tmp_size_limit(self, helm):
+        objects = render_chart(helm, {"server": {"tmp": {"sizeLimit": "8Gi"}}})
+        spec = get_object(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+        tmp = next(v for v in spec["volumes"] if v["name"] == "tmp")
+        assert tmp == {"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}}
+        # Only the server buffers artifacts: the Job and the test pod keep a plain emptyDir.
+        job = by_kind(objects, "Job")[0]["spec"]["template"]["spec"]
+        assert next(v for v in job["volumes"] if v["name"] == "tmp") == {"name": "tmp",
+                                                                           "emptyDir": {}}
+
+    def test_tmp_generic_ephemeral_volume(self, helm):
+        # A generic ephemeral volume: a PVC the ephemeral volume controller creates with the
+        # pod (owned by it, deleted with it), outside the pod's ephemeral-storage budget
+        # (https://kubernetes.io/docs/concepts/storage/ephemeral-volumes/#generic-ephemeral-volumes).
+        values = {"server": {"tmp": {"type": "ephemeral", "ephemeral": {
+            "size": "50Gi", "storageClassName": "premium-rwo"}}}}
+        spec = get_object(render_chart(helm, values), "Deployment", FULLNAME)["spec"][
+            "template"]["spec"]
+        tmp = next(v for v in spec["volumes"] if v["name"] == "tmp")
+        claim = tmp["ephemeral"]["volumeClaimTemplate"]
+        assert claim["spec"] == {"accessModes": ["ReadWriteOnce"],
+                                 "storageClassName": "premium-rwo",
+                                 "resources": {"requests": {"storage": "50Gi"}}}
+        assert claim["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
+        assert {"name": "tmp", "mountPath": "/tmp"} in container(spec, "mlflow")["volumeMounts"]
+        default_class = render_chart(helm, {"server": {"tmp": {"type": "ephemeral"}}})
+        spec = get_object(default_class, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+        claim = next(v for v in spec["volumes"] if v["name"] == "tmp")["ephemeral"][
+            "volumeClaimTemplate"]
+        assert "storageClassName" not in claim["spec"]
+        assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"

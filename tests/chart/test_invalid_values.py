@@ -67,6 +67,8 @@ UNKNOWN_KEY_CASES = [
 ]
 
 VALIDATE_CASES = [
+    ("tmp-size-limit-on-ephemeral-volume",
+     {"server": {"tmp": {"type": "ephemeral", "sizeLimit": "4Gi"}}}, "server.tmp.sizeLimit"),
     ("cloudsql-no-instance", {"database": {"type": "cloudsql",
                                            "cloudsql": {"existingSecret": "s"}}},
      "database.cloudsql.instanceConnectionName"),
@@ -117,6 +119,11 @@ VALIDATE_CASES = [
     ("static-prefix-trailing-slash", {"server": {"staticPrefix": "/mlflow/"}},
      "server.staticPrefix"),
     # 40 concurrent log-batch requests in a worker, each holding one connection, need a 41st.
+    ("tmp-type-enum", {"server": {"tmp": {"type": "hostPath"}}}, "server.tmp.type"),
+    ("tmp-size-limit-not-a-quantity", {"server": {"tmp": {"sizeLimit": "4 GB"}}},
+     "server.tmp.sizeLimit"),
+    ("shm-size-limit-not-a-quantity", {"postgresql": {"shmSizeLimit": "lots"}},
+     "postgresql.shmSizeLimit"),
     ("pool-below-thread-limit", {"database": {"pool": {"size": 20, "maxOverflow": 20}}},
      "database.pool.maxOverflow"),
     ("pool-below-set-thread-limit",

@@ -385,6 +385,43 @@ Job and the schema wait. MLFLOW_BACKEND_STORE_URI is what `mlflow server` and ou
 {{- define "mlflow.scratchVolumes" -}}
 - name: tmp
   emptyDir: {}
+{{ include "mlflow.homeAndScriptsVolumes" . }}
+{{- end }}
+
+{{/*
+The server's /tmp, where MLflow buffers every proxied artifact upload and download in full
+(mlflow/server/handlers.py: _upload_artifact writes the request to a TemporaryDirectory before
+log_artifact; _download_artifact downloads into one before sending it). An emptyDir counts as
+the pod's ephemeral storage; a generic ephemeral volume is a PersistentVolumeClaim made and
+deleted with the pod, outside that budget (server.tmp).
+*/}}
+{{- define "mlflow.server.tmpVolume" -}}
+{{- $tmp := .Values.server.tmp }}
+- name: tmp
+{{- if eq $tmp.type "ephemeral" }}
+  ephemeral:
+    volumeClaimTemplate:
+      metadata:
+        labels:
+          {{- include "mlflow.componentSelectorLabels" (list . "server") | nindent 10 }}
+      spec:
+        accessModes:
+          - ReadWriteOnce
+        {{- with $tmp.ephemeral.storageClassName }}
+        storageClassName: {{ . | quote }}
+        {{- end }}
+        resources:
+          requests:
+            storage: {{ $tmp.ephemeral.size | quote }}
+{{- else if $tmp.sizeLimit }}
+  emptyDir:
+    sizeLimit: {{ $tmp.sizeLimit | quote }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end }}
+
+{{- define "mlflow.homeAndScriptsVolumes" -}}
 - name: home
   emptyDir: {}
 - name: scripts

@@ -192,6 +192,10 @@ with a digit or hold dots (validate_name.go in Helm's chartutil). */}}
 {{- $errors = append $errors (printf "the Service name %q (from the release name %q) is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter), which Kubernetes requires of Service names: set fullnameOverride (for example fullnameOverride=mlflow) or use a release name that starts with a letter and has no '.'" $svc .Release.Name) }}
 {{- end }}
 
+{{- if and (eq $v.server.tmp.type "ephemeral") $v.server.tmp.sizeLimit }}
+{{- $errors = append $errors (printf "server.tmp.sizeLimit=%s limits an emptyDir, but server.tmp.type=ephemeral makes /tmp a volume of server.tmp.ephemeral.size (%s): set the size there and leave server.tmp.sizeLimit empty" (toString $v.server.tmp.sizeLimit) (toString $v.server.tmp.ephemeral.size)) }}
+{{- end }}
+
 {{- if $errors }}
 {{- fail (printf "\n\nInvalid values for the mlflow chart:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
