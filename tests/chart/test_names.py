@@ -56,8 +56,13 @@ EVERYTHING = {
     "commonLabels": {"team": "ml-platform"},
     "podLabels": {"tier": "backend"},
 }
+# A generic ephemeral /tmp: its claim is named "<pod>-<volume>" (Kubernetes
+# staging/src/k8s.io/component-helpers/storage/ephemeral/ephemeral.go, VolumeClaimName), a
+# subdomain of 253 at most, which pod names of 63 leave room for, and carries the template's
+# labels, which the walk below checks.
 SCALED_GCS = merge(EVERYTHING, {"artifacts": {"type": "gcs", "gcs": {"bucket": "b-1"}},
-                                "autoscaling": {"enabled": True}})
+                                "autoscaling": {"enabled": True},
+                                "server": {"tmp": {"type": "ephemeral"}}})
 
 CASES = {
     "release-53": (LONG_RELEASE, EVERYTHING),
