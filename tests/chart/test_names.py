@@ -16,7 +16,9 @@ pkg/chartutil/validate_name.go, `ValidateReleaseName`, in Helm 3 and 4). The lim
   `statefulset.kubernetes.io/pod-name` (the pod name `<name>-0`) must fit 63 too;
 - Job: the API server adds `job-name` and `batch.kubernetes.io/job-name` labels holding the Job's
   name to its pod template (pkg/registry/batch/job/strategy.go, `generateSelector`), so the name
-  must fit 63.
+  must fit 63. Its pods (and the Deployment's) are named from generateName, which the API server
+  cuts to 58 characters before adding 5 random ones (staging/src/k8s.io/apiserver/pkg/storage/
+  names/generate.go, SimpleNameGenerator), so pod names fit whatever the owner's name.
 kubernetes-validate's schemas check none of these lengths, so this test does.
 """
 
