@@ -102,6 +102,10 @@ def ensure_secrets(kube, opts: Options, secrets: list[GeneratedSecret]) -> list[
     lock the data out)."""
     changes = []
     labels = {"app.kubernetes.io/instance": opts.release, "app.kubernetes.io/part-of": "mlflow"}
+    if secrets and kube.get_namespace(opts.namespace) is None:
+        # The GitOps tool would create it (CreateNamespace=true); the Secrets need it first.
+        kube.create_namespace(opts.namespace)
+        changes.append(Change(CREATE, "namespace", opts.namespace))
     for secret in secrets:
         where = f"{opts.namespace}/{secret.name}"
         current = kube.get_secret(opts.namespace, secret.name)

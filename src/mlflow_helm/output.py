@@ -61,8 +61,8 @@ def print_result(result, output: str) -> None:
         # goes to stderr.
         sys.stdout.write(result.manifests)
         for change in result.changes:
-            click.echo(f"{change.action:<9} {change.kind} {change.name}  ({change.detail})",
-                       err=True)
+            detail = f"  ({change.detail})" if change.detail else ""
+            click.echo(f"{change.action:<9} {change.kind} {change.name}{detail}", err=True)
         for note in result.notes:
             click.echo(f"note: {note}", err=True)
         return

@@ -104,3 +104,11 @@ def test_user_values_decide_which_secrets(world, real_helm, tmp_path):
     assert world.kube.secret(NS, "mlflow-crypto") is None  # the user names their own
     assert render(world, real_helm, "-f", str(values), "--set",
                   "server.cryptoKek.existingSecret=team-kek").stdout == result.stdout
+
+
+def test_create_secrets_creates_the_namespace_first(world, real_helm):
+    assert NS not in world.kube.namespaces
+    result = render(world, real_helm, "--create-secrets")
+    assert NS in world.kube.namespaces
+    assert "create    namespace mlflow\n" in result.stderr
+    assert world.kube.secret(NS, "mlflow-postgresql") is not None
