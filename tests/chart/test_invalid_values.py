@@ -67,6 +67,11 @@ UNKNOWN_KEY_CASES = [
 ]
 
 VALIDATE_CASES = [
+    ("image-registry-with-scheme",
+     {"global": {"imageRegistry": "https://europe-docker.pkg.dev/p/mirror"}},
+     "global.imageRegistry"),
+    ("image-registry-trailing-slash", {"global": {"imageRegistry": "mirror.example.com/"}},
+     "global.imageRegistry"),
     ("tmp-size-limit-on-ephemeral-volume",
      {"server": {"tmp": {"type": "ephemeral", "sizeLimit": "4Gi"}}}, "server.tmp.sizeLimit"),
     ("cloudsql-no-instance", {"database": {"type": "cloudsql",

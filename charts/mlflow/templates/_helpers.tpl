@@ -108,16 +108,17 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{- define "mlflow.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
-{{- default (include "mlflow.fullname" .) .Values.serviceAccount.name }}
+{{- tpl (default (include "mlflow.fullname" .) .Values.serviceAccount.name) . }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- tpl (default "default" .Values.serviceAccount.name) . }}
 {{- end }}
 {{- end }}
 
-{{/* An image reference from {registry, repository, tag, digest}. Usage: include "mlflow.imageRef" (dict "image" .Values.image "defaultTag" "x") */}}
+{{/* An image reference from {registry, repository, tag, digest}; a non-empty "registry" (global.imageRegistry) replaces the image's own. Usage: include "mlflow.imageRef" (dict "image" .Values.image "defaultTag" "x" "registry" .Values.global.imageRegistry) */}}
 {{- define "mlflow.imageRef" -}}
 {{- $img := .image }}
-{{- $ref := printf "%s/%s" $img.registry $img.repository | trimPrefix "/" }}
+{{- $registry := default $img.registry .registry }}
+{{- $ref := printf "%s/%s" (trimSuffix "/" $registry) $img.repository | trimPrefix "/" }}
 {{- if $img.digest }}
 {{- printf "%s@%s" $ref $img.digest }}
 {{- else }}
@@ -126,7 +127,25 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{- define "mlflow.image" -}}
-{{- include "mlflow.imageRef" (dict "image" .Values.image "defaultTag" (printf "v%s-full" .Chart.AppVersion)) }}
+{{- include "mlflow.imageRef" (dict "image" .Values.image "defaultTag" (printf "v%s-full" .Chart.AppVersion) "registry" (include "mlflow.globalImageRegistry" .)) }}
+{{- end }}
+
+{{/* global.imageRegistry, or "" (also when a parent chart passes no global block). */}}
+{{- define "mlflow.globalImageRegistry" -}}
+{{- (.Values.global | default dict).imageRegistry | default "" }}
+{{- end }}
+
+{{/*
+A value that may hold a template (Bitnami's common.tplvalues.render): a string is rendered
+through tpl as it is, anything else as its YAML. Usage:
+  include "mlflow.tplvalues" (dict "value" .Values.server.extraContainers "context" $)
+*/}}
+{{- define "mlflow.tplvalues" -}}
+{{- if typeIs "string" .value }}
+{{- tpl .value .context }}
+{{- else }}
+{{- tpl (.value | toYaml) .context }}
+{{- end }}
 {{- end }}
 
 {{- define "mlflow.imagePullSecrets" -}}
@@ -156,11 +175,11 @@ imagePullSecrets:
 {{- end }}
 
 {{- define "mlflow.authSecretName" -}}
-{{- default (include "mlflow.componentName" (list . "auth")) .Values.auth.existingSecret }}
+{{- tpl (default (include "mlflow.componentName" (list . "auth")) .Values.auth.existingSecret) . }}
 {{- end }}
 
 {{- define "mlflow.cryptoKekSecretName" -}}
-{{- default (include "mlflow.componentName" (list . "crypto")) .Values.server.cryptoKek.existingSecret }}
+{{- tpl (default (include "mlflow.componentName" (list . "crypto")) .Values.server.cryptoKek.existingSecret) . }}
 {{- end }}
 
 {{/*
@@ -180,7 +199,7 @@ MLFLOW_CRYPTO_KEK_PASSPHRASE and MLFLOW_CRYPTO_KEK_VERSION, default 1). Server c
 {{- end }}
 
 {{- define "mlflow.artifactsClaimName" -}}
-{{- default (include "mlflow.componentName" (list . "artifacts")) .Values.artifacts.persistence.existingClaim }}
+{{- tpl (default (include "mlflow.componentName" (list . "artifacts")) .Values.artifacts.persistence.existingClaim) . }}
 {{- end }}
 
 {{/* ---------------------------------------------------------------- database ----- */}}
@@ -191,15 +210,15 @@ MLFLOW_CRYPTO_KEK_PASSPHRASE and MLFLOW_CRYPTO_KEK_VERSION, default 1). Server c
 {{- end }}
 
 {{- define "mlflow.postgresql.secretName" -}}
-{{- default (include "mlflow.postgresql.fullname" .) .Values.postgresql.auth.existingSecret }}
+{{- tpl (default (include "mlflow.postgresql.fullname" .) .Values.postgresql.auth.existingSecret) . }}
 {{- end }}
 
 {{- define "mlflow.postgresql.image" -}}
-{{- include "mlflow.imageRef" (dict "image" .Values.postgresql.image "defaultTag" "17") }}
+{{- include "mlflow.imageRef" (dict "image" .Values.postgresql.image "defaultTag" "17" "registry" (include "mlflow.globalImageRegistry" .)) }}
 {{- end }}
 
 {{- define "mlflow.cloudsql.image" -}}
-{{- include "mlflow.imageRef" (dict "image" .Values.database.cloudsql.proxy.image "defaultTag" "2.20.0") }}
+{{- include "mlflow.imageRef" (dict "image" .Values.database.cloudsql.proxy.image "defaultTag" "2.20.0" "registry" (include "mlflow.globalImageRegistry" .)) }}
 {{- end }}
 
 {{/* The engine of the database MLflow talks to: postgres or mysql. */}}
@@ -238,9 +257,9 @@ PostgreSQL drops the ".gserviceaccount.com" suffix, MySQL keeps the part before 
 {{- if eq $t "incluster" }}
 {{- dict "name" (include "mlflow.postgresql.secretName" .) "key" .Values.postgresql.auth.secretKey | toJson }}
 {{- else if and (eq $t "cloudsql") (eq .Values.database.cloudsql.auth "password") }}
-{{- dict "name" .Values.database.cloudsql.existingSecret "key" .Values.database.cloudsql.secretKey | toJson }}
+{{- dict "name" (tpl .Values.database.cloudsql.existingSecret .) "key" .Values.database.cloudsql.secretKey | toJson }}
 {{- else if and (eq $t "external") (not .Values.database.external.uriKey) }}
-{{- dict "name" .Values.database.external.existingSecret "key" .Values.database.external.secretKey | toJson }}
+{{- dict "name" (tpl .Values.database.external.existingSecret .) "key" .Values.database.external.secretKey | toJson }}
 {{- else }}
 {{- dict | toJson }}
 {{- end }}
@@ -297,7 +316,7 @@ Job and the schema wait. MLFLOW_BACKEND_STORE_URI is what `mlflow server` and ou
 - name: MLFLOW_BACKEND_STORE_URI
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.database.external.existingSecret | quote }}
+      name: {{ tpl .Values.database.external.existingSecret . | quote }}
       key: {{ .Values.database.external.uriKey | quote }}
 {{- else }}
 - name: MLFLOW_BACKEND_STORE_URI

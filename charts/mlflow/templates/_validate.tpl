@@ -192,6 +192,12 @@ with a digit or hold dots (validate_name.go in Helm's chartutil). */}}
 {{- $errors = append $errors (printf "the Service name %q (from the release name %q) is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter), which Kubernetes requires of Service names: set fullnameOverride (for example fullnameOverride=mlflow) or use a release name that starts with a letter and has no '.'" $svc .Release.Name) }}
 {{- end }}
 
+{{- /* global is free-form in the schema (a parent chart passes its own globals), so its one key is checked here. */}}
+{{- $registry := include "mlflow.globalImageRegistry" . }}
+{{- if and $registry (not (regexMatch "^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$" $registry)) }}
+{{- $errors = append $errors (printf "global.imageRegistry=%q is not a registry host with an optional path (for example europe-docker.pkg.dev/my-project/mirror): no scheme, no trailing '/', lowercase" $registry) }}
+{{- end }}
+
 {{- if and (eq $v.server.tmp.type "ephemeral") $v.server.tmp.sizeLimit }}
 {{- $errors = append $errors (printf "server.tmp.sizeLimit=%s limits an emptyDir, but server.tmp.type=ephemeral makes /tmp a volume of server.tmp.ephemeral.size (%s): set the size there and leave server.tmp.sizeLimit empty" (toString $v.server.tmp.sizeLimit) (toString $v.server.tmp.ephemeral.size)) }}
 {{- end }}
