@@ -265,7 +265,10 @@ class Pod:
     def _volume(self, volume: dict) -> Path:
         path = self.dir / "volumes" / volume["name"]
         path.mkdir(parents=True, exist_ok=True)
-        if "emptyDir" in volume:
+        # A generic ephemeral volume is a claim the ephemeral volume controller creates with
+        # the pod and deletes with it (kubernetes.io/docs/concepts/storage/ephemeral-volumes):
+        # empty at start and private to the pod, as an emptyDir is.
+        if "emptyDir" in volume or "ephemeral" in volume:
             return path
         if "configMap" in volume or "secret" in volume:
             src = volume.get("configMap") or volume["secret"]

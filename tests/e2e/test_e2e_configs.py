@@ -113,6 +113,24 @@ CONFIGS = [
             "virtualService": {"enabled": True, "hosts": ["mlflow.mesh.example.com"]},
         },
     ),
+    # The server's /tmp as a generic ephemeral volume (proxied artifacts are buffered there),
+    # and a ConfigMap from extraObjects mounted through server.extraVolumes, both named through
+    # tpl: the pod must find what the templates name (a wrong name fails the pod's start).
+    Config(
+        "ephemeral-tmp-extra-objects",
+        {
+            "server": {
+                "tmp": {"type": "ephemeral"},
+                "extraVolumes": [{"name": "extra", "configMap": {
+                    "name": '{{ include "mlflow.fullname" . }}-extra'}}],
+                "extraVolumeMounts": [{"name": "extra", "mountPath": "/etc/mlflow-extra",
+                                       "readOnly": True}],
+            },
+            "extraObjects": [{"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": '{{ include "mlflow.fullname" . }}-extra'},
+                              "data": {"greeting": "hello from {{ .Release.Name }}"}}],
+        },
+    ),
     Config(
         "gcs-direct",
         {
