@@ -7,7 +7,7 @@ import json
 import pytest
 
 from .modes import DATABASE_MODES, merge
-from .render import FULLNAME, NAMESPACE, RELEASE, by_kind, get_object, render_chart
+from .render import CHART_DIR, FULLNAME, NAMESPACE, RELEASE, by_kind, get_object, render_chart
 
 NODE_AFFINITY = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
     {"matchExpressions": [{"key": "cloud.google.com/gke-nodepool", "operator": "In",
@@ -49,6 +49,18 @@ def pod_specs(objects: list[dict]) -> dict[str, dict]:
 
 
 class TestPodSpec:
+    @pytest.mark.parametrize("template", ["deployment.yaml", "job-migrate.yaml",
+                                          "tests/test-mlflow.yaml"])
+    def test_objects_take_the_shared_fields_from_the_helper(self, template):
+        # The guard against drift itself: the three object files include _pod.tpl once and
+        # write none of its fields on their own (a renamed or second copy would fail here).
+        text = (CHART_DIR / "templates" / template).read_text()
+        assert text.count('include "mlflow.podSpec"') == 1
+        for field in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints",
+                      "priorityClassName", "imagePullSecrets", "podSecurityContext",
+                      "serviceAccountName", "enableServiceLinks"):
+            assert field not in text, (template, field)
+
     @pytest.mark.parametrize("mode", sorted(DATABASE_MODES))
     def test_three_pods_agree(self, helm, mode):
         specs = pod_specs(render_chart(helm, merge(DATABASE_MODES[mode], PLACED)))
