@@ -66,11 +66,15 @@ def cloud_options(fn):
         click.option("--db-auth", type=click.Choice(["password", "iam"]), default="password",
                      show_default=True, help="Cloud SQL login: built-in user with a "
                      "generated password, or IAM database authentication."),
-        click.option("--database-name", default="mlflowdb", show_default=True,
-                     help="Cloud SQL database."),
-        click.option("--db-user", default="mlflow", show_default=True,
-                     help="Cloud SQL built-in user (--db-auth password). Give each release "
-                          "on a shared instance its own."),
+        click.option("--database-name", default="",
+                     help="Cloud SQL database (default: mlflow_NAMESPACE_RELEASE)."),
+        click.option("--db-user", default="",
+                     help="Cloud SQL built-in user for --db-auth password (default: "
+                          "mlflow_NAMESPACE_RELEASE, cut to 32 characters)."),
+        click.option("--adopt", is_flag=True,
+                     help="Use a database, user or service account that exists and is not "
+                          "in this release's install record (another release's, or made by "
+                          "hand); purge keeps what was adopted."),
         click.option("--ip-type", type=click.Choice(["public", "private", "psc"]), default=None,
                      help="Instance IP the proxy uses (default: private, else public, else "
                           "psc)."),
@@ -109,7 +113,7 @@ def build_options(**kw) -> Options:
     for name in ("project", "region", "cluster", "location", "local", "database",
                  "cloudsql_instance", "db_auth", "database_name", "db_user", "external_uri",
                  "bucket",
-                 "create_bucket", "identity", "gsa", "chart"):
+                 "create_bucket", "identity", "gsa", "chart", "adopt"):
         if name in kw:
             setattr(opts, name, kw[name])
     if "ip_type" in kw:
@@ -120,10 +124,25 @@ def build_options(**kw) -> Options:
     opts.skip_tests = kw.get("skip_tests", False)
     opts.yes = kw.get("yes", False)
     opts.dry_run = kw.get("dry_run", False)
+    opts.given = given_options()
     from .steps.release import chart_names
 
     opts.name_values = chart_names(opts)
     return validate(opts)
+
+
+def given_options() -> set[str]:
+    """The Options fields the user passed by flag or environment (not click's defaults): a
+    re-run takes the others from the install record."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return set()
+    rename = {"chart_version": "version"}
+    return {rename.get(name, name) for name in ctx.params
+            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                  ParameterSource.ENVIRONMENT)}
 
 
 def build_context(opts: Options):
@@ -212,7 +231,10 @@ def install(**kw) -> None:
     opts = build_options(**kw)
     # In text mode the plan is shown before anything changes; JSON gets one document.
     show = print_changes if opts.output == "text" else None
-    emit(do_install(build_context(opts), on_plan=show), opts)
+    # Only a terminal can answer; without one, --yes is the answer (CI).
+    ask = ((lambda q: click.confirm(q, default=False, err=True))
+           if sys.stdin.isatty() and opts.output == "text" else None)
+    emit(do_install(build_context(opts), on_plan=show, confirm=ask), opts)
 
 
 @main.command()

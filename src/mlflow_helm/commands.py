@@ -12,9 +12,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from .changes import DELETE, UNCHANGED, Change, summary
+from . import record as records
+from .changes import CREATE, DELETE, UNCHANGED, UPDATE, Change, summary
 from .context import Context
-from .errors import HelmFailed, UserError
+from .errors import BadFlag, HelmFailed, UserError
 from .preflight import preflight
 from .steps.base import Step
 from .steps.cloudsql import (
@@ -77,6 +78,8 @@ class Result:
     next_steps: list[str] = field(default_factory=list)
     manifests: str = ""
     elapsed: float = 0.0
+    # Recorded settings this run changes: (flag, recorded, new).
+    settings: list[tuple] = field(default_factory=list)
 
     def _change_json(self, change: Change) -> dict[str, Any]:
         out = change.to_json()
@@ -98,6 +101,8 @@ class Result:
             "tests": self.tests,
             "notes": self.notes,
             "nextSteps": self.next_steps,
+            "settingChanges": [{"flag": f, "recorded": old, "new": new}
+                               for f, old, new in self.settings],
             "elapsedSeconds": round(self.elapsed, 2),
         }
         if self.manifests:
@@ -169,23 +174,114 @@ def _new_result(ctx: Context, command: str) -> Result:
                   dry_run=ctx.opts.dry_run)
 
 
+def from_record(ctx: Context) -> list[tuple]:
+    """Read the release's install record; fill the settings the user did not pass from it,
+    re-check the options, and return the passed settings that differ from it."""
+    from .options import validate
+    from .steps.release import chart_names
+
+    opts = ctx.opts
+    ctx.record = records.load(ctx.kube, opts.namespace, opts.release)
+    changed = records.merge_settings(opts, ctx.record)
+    if ctx.record is not None:
+        for derived in ("bucket_name", "bucket_path", "instance_project", "instance_region",
+                        "instance_name"):
+            setattr(opts, derived, "")
+        opts.name_values = chart_names(opts)
+        validate(opts)
+    return changed
+
+
+FOREIGN = ("cloud sql database", "cloud sql user", "cloud sql iam user")
+
+
+def mark_ownership(ctx: Context, changes: list[Change], refuse: bool) -> None:
+    """Say whose each existing resource is. A database or user that exists and is not in
+    this release's record is another release's (or made by hand): using it, re-passwording
+    it or owning it needs --adopt."""
+    rec = ctx.record
+    foreign = []
+    for change in changes:
+        if change.action == CREATE or change.kind not in records.TRACKED:
+            continue
+        origin = rec.origin(change.kind, change.name) if rec else None
+        if origin:
+            continue
+        if change.kind in FOREIGN and not ctx.opts.adopt:
+            foreign.append(change)
+            change.detail = "; ".join(filter(None, [
+                change.detail, "exists, not in this release's install record: --adopt "
+                "to use it"]))
+        elif change.kind in ("google service account", "gcs bucket", *FOREIGN):
+            change.detail = "; ".join(filter(None, [
+                change.detail, "exists, not this release's: adopted, kept on purge"]))
+    if foreign and refuse:
+        names = ", ".join(f"{c.kind} {c.name}" for c in foreign)
+        raise BadFlag(
+            f"{names} already exist(s) and are not in the install record of "
+            f"{ctx.opts.namespace}/{ctx.opts.release} (another release's, or made by hand)",
+            "pass --database-name/--db-user for names of this release's own (the default, "
+            "mlflow_NAMESPACE_RELEASE, is per release), or --adopt to use them; purge never "
+            "deletes what was adopted")
+
+
 def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:
     start = time.monotonic()
+    changed = from_record(ctx)
     preflight(ctx)
     planned = plan_all(ctx, _steps(ctx))
     result = _new_result(ctx, command)
     result.project = ctx.opts.project
+    result.settings = changed
     result.changes = [c for _, changes in planned for c in changes]
+    mark_ownership(ctx, result.changes, refuse=command == "install" and not ctx.opts.dry_run)
     result.values = compute_values(ctx)
     result.notes = list(ctx.facts.notes)
     result.elapsed = time.monotonic() - start
     return result, planned
 
 
-def do_install(ctx: Context, on_plan=None) -> Result:
+def confirm_changes(ctx: Context, result: Result, confirm) -> None:
+    """An existing release: a changed setting, or a change that updates or deletes
+    something, is asked about on a terminal (`confirm`); --yes answers yes; without a
+    terminal a change of where the data lives is refused."""
+    opts = ctx.opts
+    if ctx.record is None or opts.yes:
+        return
+    touches = result.settings or any(c.action in (UPDATE, DELETE) for c in result.changes)
+    if not touches:
+        return
+    if confirm is not None:
+        if not confirm(f"Apply these changes to release {opts.namespace}/{opts.release}?"):
+            raise UserError("aborted: nothing was changed", "pass --yes to skip the question")
+        return
+    records.refuse_unconfirmed(result.settings, opts.release, opts.namespace)
+
+
+def save_record(ctx: Context, planned) -> None:
+    """Write the install record before anything else changes: every resource this run will
+    create is recorded as created already, so a run that crashes or is interrupted half way
+    leaves a record a re-run (or a purge) trusts. An identical re-run writes nothing."""
+    opts = ctx.opts
+    from .steps.release import user_layer
+
+    if ctx.kube.get_namespace(opts.namespace) is None:
+        ctx.kube.create_namespace(opts.namespace)
+    opts.applied_values = user_layer(opts) or {}
+    changes = [c for _, cs in planned for c in cs]
+    new = records.update(ctx.record, opts, changes)
+    if ctx.record is not None and new.to_json() | {"updated": ""} == \
+            ctx.record.to_json() | {"updated": ""}:
+        return
+    records.save(ctx.kube, opts.namespace, opts.release, new)
+    ctx.record = new
+
+
+def do_install(ctx: Context, on_plan=None, confirm=None) -> Result:
     """Preflight, plan, apply (each step once the steps it needs are done), test.
 
-    `on_plan` sees the plan before anything changes (the CLI prints it there).
+    `on_plan` sees the plan before anything changes (the CLI prints it there); `confirm`
+    asks a yes/no question on a terminal (None: no terminal).
     """
     start = time.monotonic()
     result, planned = do_plan(ctx, "install")
@@ -193,6 +289,8 @@ def do_install(ctx: Context, on_plan=None) -> Result:
         return result
     if on_plan:
         on_plan(result)
+    confirm_changes(ctx, result, confirm)
+    save_record(ctx, planned)
     apply_all(ctx, planned)
     if not ctx.opts.skip_tests:
         result.tests = run_tests(ctx)

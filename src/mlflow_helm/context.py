@@ -46,6 +46,8 @@ class Context:
     after_apply: Callable[[str], None] = lambda _step: None
     # Opens a DB-API connection for the one-time PostgreSQL grant (see dbgrant.py).
     db_connector: Any = None
+    # The release's install record (record.py), read at the start of the command.
+    record: Any = None
     _adapters: dict = field(default_factory=dict)
     _reads: dict = field(default_factory=dict)
     _reads_lock: threading.Lock = field(default_factory=threading.Lock)

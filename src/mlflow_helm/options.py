@@ -66,8 +66,10 @@ class Options:
     database: str = "incluster"
     cloudsql_instance: str = ""
     db_auth: str = "password"
-    database_name: str = "mlflowdb"
-    db_user: str = "mlflow"
+    # Empty: derived from the namespace and release (see default_db_names), so two releases
+    # on one Cloud SQL instance never share a database or a user.
+    database_name: str = ""
+    db_user: str = ""
     ip_type: str = ""
     external_uri: str = ""
     identity: str = "gsa"
@@ -84,6 +86,16 @@ class Options:
     output: str = "text"
     debug: bool = False
     helm_bin: str = "helm"
+    # Use a database, user, service account or bucket that exists and is not in this
+    # release's install record (another release's, or made by hand).
+    adopt: bool = False
+    # The Options fields the user passed (flag or environment); None: all of them (callers
+    # that build Options themselves). A re-run takes the others from the install record.
+    given: set[str] | None = None
+    # The user's -f/--set layer taken from the install record (no -f/--set given).
+    recorded_values: dict | None = None
+    # The user layer this run applied (written to the record).
+    applied_values: dict | None = None
 
     # Derived by validate().
     bucket_name: str = ""
@@ -153,8 +165,69 @@ def infer_from_context(opts: Options, context: str) -> None:
     opts.cluster = opts.cluster or match["cluster"]
 
 
+def default_db_names(namespace: str, release: str) -> tuple[str, str]:
+    """(database, user) for a release that names neither: `mlflow_NAMESPACE_RELEASE`, cut
+    to PostgreSQL's 63 and MySQL's 32 characters with a hash of the whole, so releases that
+    share a Cloud SQL instance never share a database or a user."""
+    import hashlib
+
+    base = f"mlflow_{namespace}_{release}".replace("-", "_")
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+
+    def cut(limit: int) -> str:
+        return base if len(base) <= limit else f"{base[:limit - 9]}_{digest}"
+
+    return cut(63), cut(32)
+
+
+GO_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+SET_KEY_RE = re.compile(r"^[A-Za-z0-9_.\[\]-]+$")
+
+
+def check_set(item: str) -> None:
+    """Helm's --set syntax (strvals): KEY=VALUE[,KEY=VALUE]; a part without '=' or with an
+    empty key is what Helm would refuse only after everything else was created."""
+    for part in re.split(r"(?<!\\),", item):
+        key, eq, _ = part.partition("=")
+        if not eq or not key.strip() or not SET_KEY_RE.match(key.strip()):
+            raise _bad("--set", item, f"{part!r} is not KEY=VALUE",
+                       "use --set key.path=value (repeat --set, or separate pairs with ',')")
+
+
 def validate(opts: Options) -> Options:
     """Check every flag; fill derived fields. Raises BadFlag naming the first bad flag."""
+    if not GO_DURATION_RE.match(opts.timeout or ""):
+        raise _bad("--timeout", opts.timeout, "not a duration with a unit",
+                   "use Helm's units, e.g. 90s, 10m or 1h30m")
+    for item in opts.set_values:
+        check_set(item)
+    if opts.version and not opts.chart:
+        raise BadFlag(f"--version {opts.version!r} needs --chart",
+                      "the bundled chart has one version; pass --chart oci://HOST/PATH/mlflow "
+                      "to pick another")
+    if opts.chart and "://" not in opts.chart:
+        from pathlib import Path
+
+        if not (Path(opts.chart) / "Chart.yaml").is_file() and not (
+                Path(opts.chart).is_file() and opts.chart.endswith(".tgz")):
+            raise _bad("--chart", opts.chart, "no chart there (no Chart.yaml, not a .tgz)",
+                       "give a chart directory, a packaged .tgz or an oci:// reference")
+    if opts.external_uri:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(opts.external_uri)
+            ok = bool(parts.scheme) and "://" in opts.external_uri and bool(
+                parts.hostname or parts.path.strip("/"))
+        except ValueError:
+            ok = False
+        if not ok:
+            # Never echo the value: it may carry a password.
+            raise BadFlag("--external-uri is not a URL (value not shown)",
+                          "give a SQLAlchemy URI, e.g. postgresql+psycopg2://user:pw@host/db")
+    derived_db, derived_user = default_db_names(opts.namespace, opts.release)
+    opts.database_name = opts.database_name or derived_db
+    opts.db_user = opts.db_user or derived_user
     if not RELEASE_RE.match(opts.release) or len(opts.release) > 53:
         raise _bad("RELEASE", opts.release, "not a Helm release name",
                    "use lowercase letters, digits and '-', at most 53 characters")

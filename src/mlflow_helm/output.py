@@ -30,11 +30,17 @@ def print_changes(result) -> None:
     if result.project:
         where += f", project {result.project}"
     click.echo(f"{title} for {where}:")
+    if result.settings:
+        from .record import setting_lines
+
+        click.echo("  settings (changed from the install record):")
+        for line in setting_lines(result.settings):
+            click.echo(f"    {line}")
     for change in result.changes:
         click.echo(f"  {change.line()}")
     counts = summary(result.changes)
     if result.changes:
-        n = counts["create"] + counts["update"] + counts["delete"]
+        n = counts["create"] + counts["update"] + counts["delete"] + len(result.settings)
         click.echo(f"{counts['create']} to create, {counts['update']} to update, "
                    f"{counts['delete']} to delete, {counts['unchanged']} unchanged"
                    + ("." if n else ": nothing to do."))

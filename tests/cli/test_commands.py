@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mlflow_helm.cli import main
 from mlflow_helm.commands import do_install, do_status, do_uninstall
 from tests.cli.conftest import PROJECT, cli_env
-from tests.cli.test_install import GSA, project_members
+from tests.cli.test_install import DB, GSA, project_members
 
 FULL = dict(database="cloudsql", cloudsql_instance="pg", bucket="gs://team-artifacts",
             create_bucket=True)
@@ -79,7 +79,7 @@ def test_uninstall_keeps_google_resources_and_data(world):
     assert "kept (re-install reuses them; `--purge` deletes them)" in result.output
     assert f"service account {GSA}" in result.output
     assert world.helm_calls("uninstall")[0]["argv"][:2] == ["uninstall", "mlflow"]
-    assert "mlflowdb" in world.google.state.databases[(PROJECT, "pg")]
+    assert DB in world.google.state.databases[(PROJECT, "pg")]
     assert GSA in world.google.state.accounts
     assert world.kube.secret("mlflow", "mlflow-db") is not None
     assert world.gcs.members("team-artifacts", "roles/storage.objectUser")
@@ -99,8 +99,8 @@ def test_purge_with_yes_deletes_what_install_made(world):
     result = CliRunner().invoke(main, ["uninstall", *FULL_ARGS, "--purge", "--yes"],
                                 env=cli_env(world))
     assert result.exit_code == 0, result.output
-    assert "mlflowdb" not in world.google.state.databases[(PROJECT, "pg")]
-    assert ("mlflow", "") not in world.google.state.users[(PROJECT, "pg")]
+    assert DB not in world.google.state.databases[(PROJECT, "pg")]
+    assert (DB, "") not in world.google.state.users[(PROJECT, "pg")]
     assert GSA not in world.google.state.accounts
     assert project_members(world, "roles/cloudsql.client") == []
     assert project_members(world, "roles/owner") == ["user:owner@x.com"]

@@ -89,7 +89,7 @@ def test_grant_lets_the_iam_user_create_mlflows_tables(world, postgres):
     port, admin = postgres
     assert not can_create_table(port)  # what MLflow would hit without the grant
     ctx = world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam",
-                        project=PROJECT)
+                        project=PROJECT, database_name="mlflowdb")
     ctx.facts.connection_name = f"{PROJECT}:europe-west1:pg"
     ctx.facts.engine = "postgres"
     ctx.db_connector = CloudSqlLikeConnector(port, admin)

@@ -38,6 +38,16 @@ BAD = [
     (["install", "--database-name", "1db"], "--database-name '1db'"),
     (["install", "--db-user", "Robert'); DROP"], "--db-user"),
     (["install", "a" * 54], "not a Helm release name"),
+    # Each of these was reported by `helm upgrade` only after the cloud resources existed.
+    (["install", "--set", "server.replicas"], "--set 'server.replicas': 'server.replicas' is "
+     "not KEY=VALUE"),
+    (["install", "--set", "a=1,,b=2"], "is not KEY=VALUE"),
+    (["install", "--timeout", "10"], "--timeout '10': not a duration with a unit"),
+    (["install", "--timeout", "10 minutes"], "--timeout '10 minutes'"),
+    (["install", "--chart", "./nochart"], "--chart './nochart': no chart there"),
+    (["install", "--version", "0.2.0"], "--version '0.2.0' needs --chart"),
+    (["install", "--database", "external", "--external-uri", "notauri"],
+     "--external-uri is not a URL (value not shown)"),
 ]
 
 

@@ -15,6 +15,8 @@ import pytest
 from mlflow_helm.commands import do_install
 from tests.cli.conftest import PROJECT
 
+# The derived default database and user of release mlflow in namespace mlflow.
+DB = "mlflow_mlflow_mlflow"
 GSA = f"mlflow@{PROJECT}.iam.gserviceaccount.com"
 KSA_MEMBER = f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/mlflow]"
 
@@ -55,8 +57,8 @@ def test_cloudsql_password_gcs_gsa(world):
         "artifacts": {"type": "gcs", "gcs": {"bucket": "team-artifacts", "path": "mlflow"}},
         "database": {"type": "cloudsql", "cloudsql": {
             "instanceConnectionName": f"{PROJECT}:europe-west1:pg", "engine": "postgres",
-            "auth": "password", "ipType": "private", "database": "mlflowdb",
-            "user": "mlflow", "existingSecret": "mlflow-db", "secretKey": "password"}},
+            "auth": "password", "ipType": "private", "database": DB,
+            "user": DB, "existingSecret": "mlflow-db", "secretKey": "password"}},
     }
     assert argv[-2:] == ["--kubeconfig", str(world.kubeconfig)]
     # Google side: the account, its Workload Identity binding, the roles, DB and user.
@@ -65,9 +67,9 @@ def test_cloudsql_password_gcs_gsa(world):
     assert wi == [{"role": "roles/iam.workloadIdentityUser", "members": [KSA_MEMBER]}]
     assert project_members(world, "roles/cloudsql.client") == [f"serviceAccount:{GSA}"]
     assert project_members(world, "roles/owner") == ["user:owner@x.com"]  # kept
-    assert "mlflowdb" in world.google.state.databases[(PROJECT, "pg")]
+    assert DB in world.google.state.databases[(PROJECT, "pg")]
     users = world.google.state.users[(PROJECT, "pg")]
-    user = users[("mlflow", "")]
+    user = users[(DB, "")]
     # The password in the Secret is the Cloud SQL user's, letters and digits only.
     secret = world.kube.secret("mlflow", "mlflow-db")
     password = base64.b64decode(secret["data"]["password"]).decode()
@@ -113,7 +115,7 @@ def test_cloudsql_iam_postgres_grants_once(world):
     user = f"mlflow@{PROJECT}.iam"
     assert values["database"]["cloudsql"] == {
         "instanceConnectionName": f"{PROJECT}:europe-west1:pg", "engine": "postgres",
-        "auth": "iam", "ipType": "private", "database": "mlflowdb", "user": user}
+        "auth": "iam", "ipType": "private", "database": DB, "user": user}
     flags = world.google.state.instances[(PROJECT, "pg")]["settings"]["databaseFlags"]
     assert {"name": "cloudsql.iam_authentication", "value": "on"} in flags
     users = world.google.state.users[(PROJECT, "pg")]
@@ -122,8 +124,8 @@ def test_cloudsql_iam_postgres_grants_once(world):
     assert project_members(world, "roles/cloudsql.instanceUser") == [f"serviceAccount:{GSA}"]
     assert project_members(world, "roles/cloudsql.client") == [f"serviceAccount:{GSA}"]
     assert connector.statements == [
-        ("postgres", f'GRANT CONNECT, CREATE, TEMPORARY ON DATABASE "mlflowdb" TO "{user}"'),
-        ("mlflowdb", f'GRANT USAGE, CREATE ON SCHEMA public TO "{user}"'),
+        ("postgres", f'GRANT CONNECT, CREATE, TEMPORARY ON DATABASE "{DB}" TO "{user}"'),
+        (DB, f'GRANT USAGE, CREATE ON SCHEMA public TO "{user}"'),
     ]
     assert connector.users == {"mlflow-helm-grant"}
     assert world.kube.secret("mlflow", "mlflow-db") is None  # no password anywhere
@@ -156,13 +158,14 @@ def test_cloudsql_iam_mysql(world):
 
 def test_second_release_on_a_shared_instance_gets_its_own_user(world):
     do_install(world.context(database="cloudsql", cloudsql_instance="pg"))
-    first = world.google.state.users[(PROJECT, "pg")][("mlflow", "")]["password"]
+    first = world.google.state.users[(PROJECT, "pg")][(DB, "")]["password"]
     ctx = world.context(release="team-b", namespace="team-b", database="cloudsql",
                         cloudsql_instance="pg", database_name="team_b", db_user="team-b",
                         gsa="team-b-mlflow")
     do_install(ctx)
     users = world.google.state.users[(PROJECT, "pg")]
-    assert users[("mlflow", "")]["password"] == first  # the first release still logs in
+    # The first release still logs in.
+    assert users[(DB, "")]["password"] == first
     assert ("team-b", "") in users
     values = json.loads(world.helm_calls("upgrade")[-1]["stdin"])
     assert values["database"]["cloudsql"]["user"] == "team-b"

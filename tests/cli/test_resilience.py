@@ -12,7 +12,7 @@ import pytest
 from mlflow_helm.commands import STEPS, do_install
 from mlflow_helm.errors import CloudError, PermissionDenied
 from tests.cli.conftest import PROJECT
-from tests.cli.test_install import GSA, RecordingConnector, project_members
+from tests.cli.test_install import DB, GSA, RecordingConnector, project_members
 
 FULL = dict(database="cloudsql", cloudsql_instance="pg", bucket="gs://team-artifacts",
             create_bucket=True)
@@ -73,7 +73,7 @@ def test_every_call_fails_transiently_once_and_install_succeeds(world):
     failed = {(c.op, c.path) for c in world.google.calls if c.status == 503}
     assert failed <= ok | {(c.op, c.path) for c in world.google.calls if c.status == 404}
     assert GSA in world.google.state.accounts
-    assert "mlflowdb" in world.google.state.databases[(PROJECT, "pg")]
+    assert DB in world.google.state.databases[(PROJECT, "pg")]
 
 
 def test_rate_limits_are_retried(world):
@@ -115,12 +115,12 @@ def end_state(world, bucket: bool = True) -> dict:
 CLEAN_FULL_GOOGLE = {
     "accounts": {GSA: [("roles/iam.workloadIdentityUser",
                         (f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/mlflow]",))]},
-    "databases": {f"{PROJECT}:my-sql": ["mysql"], f"{PROJECT}:pg": ["mlflowdb", "postgres"]},
+    "databases": {f"{PROJECT}:my-sql": ["mysql"], f"{PROJECT}:pg": [DB, "postgres"]},
     "flags": {f"{PROJECT}:my-sql": [], f"{PROJECT}:pg": []},
     "project_policies": {PROJECT: [("roles/cloudsql.client", (f"serviceAccount:{GSA}",)),
                                    ("roles/owner", ("user:owner@x.com",))]},
     "users": {f"{PROJECT}:my-sql": [("root", "BUILT_IN")],
-              f"{PROJECT}:pg": [("mlflow", "BUILT_IN"), ("postgres", "BUILT_IN")]},
+              f"{PROJECT}:pg": [(DB, "BUILT_IN"), ("postgres", "BUILT_IN")]},
 }
 
 
@@ -131,7 +131,8 @@ def clean_full_state(world) -> dict:
                     ("projectEditor:123456789012", "projectOwner:123456789012")),
                    ("roles/storage.legacyBucketReader", ("projectViewer:123456789012",)),
                    ("roles/storage.objectUser", (f"serviceAccount:{GSA}",))],
-        "kube": [("secrets", "mlflow", "mlflow-db")],
+        "kube": [("secrets", "mlflow", "mlflow-db"),
+                 ("secrets", "mlflow", "mlflow-helm.install.v1.mlflow")],
         "namespaces": ["default", "mlflow"],
         "release": {"mlflow/mlflow": (1, json.loads(world.helm_calls("upgrade")[0]["stdin"]))},
     }
@@ -163,7 +164,7 @@ def test_crash_after_a_step_then_rerun_converges(world, crash_after):
     # The user's password and the Secret still agree after the crash.
     secret = world.kube.secret("mlflow", "mlflow-db")
     password = base64.b64decode(secret["data"]["password"]).decode()
-    assert world.google.state.users[(PROJECT, "pg")][("mlflow", "")]["password"] == password
+    assert world.google.state.users[(PROJECT, "pg")][(DB, "")]["password"] == password
 
 
 IAM = dict(database="cloudsql", cloudsql_instance="pg", db_auth="iam")
@@ -209,7 +210,7 @@ def test_crash_before_the_secret_is_known_resets_the_password(world):
 
     secret = world.kube.secret("mlflow", "mlflow-db")
     password = base64.b64decode(secret["data"]["password"]).decode()
-    assert world.google.state.users[(PROJECT, "pg")][("mlflow", "")]["password"] == password
+    assert world.google.state.users[(PROJECT, "pg")][(DB, "")]["password"] == password
 
 
 def test_new_service_account_is_eventually_consistent(world):
@@ -236,10 +237,10 @@ def test_long_waits_report_elapsed_time(world):
     ctx = world.context(database="cloudsql", cloudsql_instance="pg")
     ctx.apis.retry = dataclasses.replace(ctx.apis.retry, report_every=0.1)
     do_install(ctx)
-    waits = [m for m in world.said if m.startswith("  … databases.insert database mlflowdb")]
+    waits = [m for m in world.said if m.startswith(f"  … databases.insert database {DB}")]
     assert waits and all(s in ("PENDING", "RUNNING") for s in
                          (m.split(": ")[1].split(" (")[0] for m in waits))
-    assert any(m.startswith("  databases.insert database mlflowdb: done in") for m in world.said)
+    assert any(m.startswith(f"  databases.insert database {DB}: done in") for m in world.said)
 
 
 def test_our_operations_on_one_instance_take_turns_without_409(world):
@@ -275,8 +276,8 @@ def test_another_clients_operation_in_progress_is_waited_for(world):
     assert conflicts and all(c.op == "databases.insert" for c in conflicts)
     ops = world.google.state.operations.values()
     assert all(op["status"] == "DONE" and "error" not in op for op in ops)
-    assert "mlflowdb" in world.google.state.databases[(PROJECT, "pg")]
-    assert {"reporting", "mlflow"} <= {n for n, _ in world.google.state.users[(PROJECT, "pg")]}
+    assert DB in world.google.state.databases[(PROJECT, "pg")]
+    assert {"reporting", DB} <= {n for n, _ in world.google.state.users[(PROJECT, "pg")]}
 
 
 def test_iam_grant_without_cloud_sql_proxy_fails_before_any_change(world, monkeypatch):

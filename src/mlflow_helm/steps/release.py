@@ -21,7 +21,50 @@ def chart_ref(opts) -> tuple[str, str]:
     return str(path), chart_version(path)
 
 
+def _typed(value: str):
+    """Helm's --set typing (helm/helm pkg/strvals/parser.go, typedVal): true/false/null,
+    integers without a leading zero; everything else (floats included) stays a string."""
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "null":
+        return None
+    if value == "0":
+        return 0
+    if value and value[0] != "0":
+        try:
+            return int(value, 10)
+        except ValueError:
+            pass
+    return value
+
+
+def set_layer(set_values: list[str]) -> dict | None:
+    """The --set items as Helm merges them (dotted keys; `\\,` escapes a comma); None when an
+    item uses list syntax (`a[0]=x`) this does not model, so callers cannot compare."""
+    import re
+
+    out: dict = {}
+    for item in set_values:
+        for part in re.split(r"(?<!\\),", item):
+            key, _, raw = part.partition("=")
+            if "[" in key or "{" in raw:
+                return None
+            node = out
+            keys = key.strip().split(".")
+            for name in keys[:-1]:
+                if not isinstance(node.get(name), dict):
+                    node[name] = {}
+                node = node[name]
+            node[keys[-1]] = _typed(raw.replace("\\,", ","))
+    return out
+
+
 def user_values(opts) -> dict:
+    """The user's layer over the computed values: the -f files merged left to right (or,
+    on a re-run without -f/--set, the layer the install record kept)."""
+    if opts.recorded_values is not None:
+        return opts.recorded_values
     merged: dict = {}
     for path in opts.values_files:
         try:
@@ -48,56 +91,120 @@ def chart_names(opts) -> dict:
             node = node.get(part) if isinstance(node, dict) else None
         if node:
             found[key] = str(node)
-    for item in opts.set_values:
-        for pair in item.split(","):
-            key, _, value = pair.partition("=")
-            if key.strip() in NAMING_KEYS and value:
-                found[key.strip()] = value.strip()
+    if opts.recorded_values is None:
+        for item in opts.set_values:
+            for pair in item.split(","):
+                key, _, value = pair.partition("=")
+                if key.strip() in NAMING_KEYS and value:
+                    found[key.strip()] = value.strip()
     return found
+
+
+def user_layer(opts) -> dict | None:
+    """-f then --set, as Helm layers them over our values; None when --set cannot be
+    modelled (then a re-run cannot prove it is unchanged)."""
+    sets = set_layer(opts.set_values) if opts.recorded_values is None else {}
+    if sets is None:
+        return None
+    return deep_merge(user_values(opts), sets)
+
+
+def check_schema(values: dict, chart: str) -> None:
+    """The final values (chart defaults, ours, -f, --set) against the chart's
+    values.schema.json, before any change: a typo'd key fails here, naming the field, not in
+    `helm upgrade` after the cloud resources were made. Charts from a registry are checked
+    by Helm itself."""
+    import json
+
+    import jsonschema
+
+    path = Path(chart)
+    if not (path / "values.schema.json").is_file():
+        return
+    schema = json.loads((path / "values.schema.json").read_text())
+    defaults = yaml.safe_load((path / "values.yaml").read_text()) or {}
+    final = deep_merge(defaults, values)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(final), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        field = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise BadFlag(f"values: {field}: {first.message}",
+                      "fix the key or value in -f/--set (the chart's values.schema.json "
+                      "lists every key)" + (f"; {len(errors) - 1} more problem(s)"
+                                           if len(errors) > 1 else ""))
 
 
 class ReleaseStep(Step):
     name = "release"
 
     def plan(self) -> list[Change]:
-        _, version = chart_ref(self.opts)
+        chart, version = chart_ref(self.opts)
         values = compute_values(self.ctx)
-        desired = deep_merge(values, user_values(self.opts))
+        layer = user_layer(self.opts)
+        desired = deep_merge(values, layer or {})
+        check_schema(desired, chart)
         current = self.ctx.helm.release(self.opts.release, self.opts.namespace)
         kind = "helm release"
         name = f"{self.opts.namespace}/{self.opts.release}"
         if current is None:
+            self.render_check(chart, values)
             return [self.change(CREATE, kind, name, f"chart mlflow {version or 'latest'}",
                                 values=values)]
         same = (current.get("status") == "deployed"
                 and version and current.get("version") == version
-                and not self.opts.set_values
+                and layer is not None
                 and (current.get("values") or {}) == desired)
         if same:
             return [self.change(UNCHANGED, kind, name,
                                 f"revision {current.get('revision')}", values=values)]
+        self.render_check(chart, values)
         why = []
         if current.get("status") != "deployed":
             why.append(f"status {current.get('status')}")
         if not version or current.get("version") != version:
             why.append(f"chart {current.get('version')} -> {version or 'latest'}")
-        if self.opts.set_values:
-            why.append("--set given")
+        if layer is None:
+            why.append("--set with list syntax")
         elif (current.get("values") or {}) != desired:
             why.append("values changed")
         return [self.change(UPDATE, kind, name,
                             f"upgrade revision {current.get('revision')}: {', '.join(why)}",
                             values=values)]
 
+    def _helm_args(self, values: dict) -> tuple[dict, list[str], list[str]]:
+        files, sets = self.opts.values_files, self.opts.set_values
+        if self.opts.recorded_values is not None:  # a re-run: the recorded layer, on stdin
+            return deep_merge(values, self.opts.recorded_values), [], []
+        return values, files, sets
+
+    def render_check(self, chart: str, values: dict) -> None:
+        """Render the chart with the final values before anything changes, so the chart's
+        own checks (_validate.tpl) fail the plan, not `helm upgrade` after the cloud side
+        was made. A chart from a registry is rendered by `helm upgrade` only."""
+        if "://" in chart:
+            return
+        from ..errors import HelmFailed
+
+        values, files, sets = self._helm_args(values)
+        try:
+            self.ctx.helm.template(self.opts.release, chart, values,
+                                   namespace=self.opts.namespace, values_files=files,
+                                   set_values=sets)
+        except HelmFailed as exc:
+            raise BadFlag(f"the chart refuses these values:\n{exc.message}",
+                          "fix the values named above (-f/--set or the flags that set them); "
+                          "nothing was changed") from exc
+
     def apply(self, changes: list[Change]) -> None:
         from ..retry import ticking
 
         chart, version = chart_ref(self.opts)
-        values = changes[0].data["values"]
+        values, files, sets = self._helm_args(changes[0].data["values"])
         what = f"helm upgrade --install {self.opts.release}"
         self.ctx.say(f"  {what} (up to {self.opts.timeout})")
         with ticking(self.ctx.say, what, self.ctx.apis.retry.report_every * 3):
             self.ctx.helm.upgrade_install(
                 self.opts.release, chart, values, namespace=self.opts.namespace,
-                values_files=self.opts.values_files, set_values=self.opts.set_values,
+                values_files=files, set_values=sets,
                 version=version if self.opts.chart else "")
