@@ -265,10 +265,14 @@ def save_record(ctx: Context, planned) -> None:
     opts = ctx.opts
     from .steps.release import user_layer
 
-    if ctx.kube.get_namespace(opts.namespace) is None:
-        ctx.kube.create_namespace(opts.namespace)
-    opts.applied_values = user_layer(opts) or {}
     changes = [c for _, cs in planned for c in cs]
+    # The namespace step has read the namespace already; the record goes into it, so it is
+    # created here, first, and the step is told it is done.
+    for c in changes:
+        if c.kind == "namespace" and c.action == CREATE and not c.data.get("done"):
+            ctx.kube.create_namespace(opts.namespace)
+            c.data["done"] = True
+    opts.applied_values = user_layer(opts) or {}
     new = records.update(ctx.record, opts, changes)
     if ctx.record is not None and new.to_json() | {"updated": ""} == \
             ctx.record.to_json() | {"updated": ""}:

@@ -79,8 +79,8 @@ class Record:
 
 
 def load(kube, namespace: str, release: str) -> Record | None:
-    if kube.get_namespace(namespace) is None:
-        return None
+    # A Secret read in a namespace that does not exist is a plain 404 (the API server does
+    # not check the namespace on GET), so no namespace read is needed first.
     data = kube.get_secret(namespace, record_name(release))
     if not data or DATA_KEY not in data:
         return None

@@ -15,7 +15,10 @@ class NamespaceStep(Step):
         return [self.change(CREATE, "namespace", self.opts.namespace)]
 
     def apply(self, changes: list[Change]) -> None:
-        self.ctx.kube.create_namespace(self.opts.namespace)
+        # The install record is written into the namespace before any step runs, so the
+        # namespace is usually created already (commands.save_record).
+        if not all(c.data.get("done") for c in changes):
+            self.ctx.kube.create_namespace(self.opts.namespace)
 
 
 class ExternalSecretStep(Step):
