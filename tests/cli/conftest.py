@@ -45,6 +45,7 @@ class World:
     record: Path
     state: Path
     env: dict = field(default_factory=dict)
+    helm_major: str = "4"
     said: list = field(default_factory=list)
 
     def options(self, **kw) -> Options:
@@ -81,7 +82,10 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch) -> World:
+def world(request, tmp_path, monkeypatch) -> World:
+    """The fakes, with the real Helm 4 behind the stand-in; parametrize with
+    `@pytest.mark.parametrize("world", ["3", "4"], indirect=True)` for either major."""
+    major = getattr(request, "param", "4")
     google = FakeGoogle(op_seconds=0.03)
     google.add_project(PROJECT, number="123456789012")
     google.add_cluster(PROJECT, LOCATION, CLUSTER)
@@ -98,7 +102,7 @@ def world(tmp_path, monkeypatch) -> World:
     # Only the calls that need a cluster go to the recorder; the rest is the real Helm.
     helm_bin = write_stand_in(tmp_path / "bin" / "helm")
     record, state = tmp_path / "helm-calls.jsonl", tmp_path / "helm-state.json"
-    env = {"REAL_HELM": helm_binary("4"), "HELM_RECORD": str(record),
+    env = {"REAL_HELM": helm_binary(major), "HELM_RECORD": str(record),
            "HELM_STATE": str(state), "HELM_TEST_RESULT": "pass",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for key, value in env.items():
@@ -109,7 +113,8 @@ def world(tmp_path, monkeypatch) -> World:
     for var in ("HELM_NAMESPACE", "HELM_KUBECONTEXT", "HELM_BIN", "HELM_DEBUG",
                 "CLOUDSDK_CORE_PROJECT", "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST"):
         monkeypatch.delenv(var, raising=False)
-    w = World(google, gcs, kube, google_url, gcs_url, kubeconfig, helm_bin, record, state, env)
+    w = World(google, gcs, kube, google_url, gcs_url, kubeconfig, helm_bin, record, state, env,
+              helm_major=major)
     yield w
     google.close()
     gcs.close()

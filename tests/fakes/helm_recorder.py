@@ -6,8 +6,12 @@ Helm 4, the same argv (flags included) and values run through the real
 discovery the fake does not serve, so there the chart is rendered with `helm template` and
 the same values. Everything else (version, template, lint, package, push) is the real Helm.
 
+`test` runs the release's test hooks as the real major does (see `run_tests`): delete
+policies are honoured and the pods kept in the state file, so `--logs` fails where the real
+Helm's does.
+
 Environment: REAL_HELM (path), HELM_RECORD (jsonl log), HELM_STATE (json state file),
-HELM_TEST_RESULT (pass | fail).
+HELM_TEST_RESULT (pass | fail | silent: what the test pod does, see `test_pod_log`).
 """
 
 from __future__ import annotations
@@ -26,13 +30,17 @@ LIVE = {"upgrade", "test", "status", "uninstall", "get", "install"}
 
 def write_stand_in(helm: Path) -> Path:
     """Write the `helm` executable the CLI is pointed at (HELM_BIN): the commands that need a
-    cluster run this recorder, the rest the real Helm at $REAL_HELM."""
+    cluster run this recorder, the rest the real Helm at $REAL_HELM.
+
+    The real Helm runs under this script's name (`exec -a`): Helm gives plugins
+    HELM_BIN=os.Args[0] (pkg/cli/environment.go, Helm 3.17.3 and 4.1.4), so
+    `<stand-in> mlflow-gcp install` reaches this stand-in again for the live calls."""
     helm.parent.mkdir(parents=True, exist_ok=True)
     helm.write_text(
-        "#!/bin/sh\n"
+        "#!/bin/bash\n"
         f'case "$1" in {"|".join(sorted(LIVE))}) '
         f'exec "{sys.executable}" "{Path(__file__).resolve()}" "$@";; esac\n'
-        'exec "$REAL_HELM" "$@"\n')
+        'exec -a "$0" "$REAL_HELM" "$@"\n')
     helm.chmod(0o755)
     return helm
 
@@ -58,6 +66,152 @@ def apply_set(values: dict, item: str) -> dict:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return values
+
+
+def major(real: str) -> int:
+    version = subprocess.run([real, "version", "--template", "{{ .Version }}"],
+                             capture_output=True, text=True, check=True).stdout
+    return int(version.lstrip("v").split(".")[0])
+
+
+def hook_events(doc: dict) -> list[str]:
+    annotations = (doc.get("metadata") or {}).get("annotations") or {}
+    return [e.strip() for e in annotations.get("helm.sh/hook", "").split(",") if e.strip()]
+
+
+def test_hooks(docs: list[dict]) -> list[dict]:
+    """The release's `helm.sh/hook: test` objects as Helm records them: name, kind, weight
+    and delete policies (Helm 3.17.3 pkg/release/hook.go, pkg/releaseutil/manifest_sorter.go;
+    the same in Helm 4.1.4 pkg/release/v1)."""
+    hooks = []
+    for doc in docs:
+        if "test" not in hook_events(doc):
+            continue
+        annotations = doc["metadata"].get("annotations") or {}
+        policies = [p.strip() for p in
+                    annotations.get("helm.sh/hook-delete-policy", "").split(",") if p.strip()]
+        hooks.append({"name": doc["metadata"]["name"], "kind": doc["kind"],
+                      "weight": int(annotations.get("helm.sh/hook-weight", "0") or 0),
+                      "delete_policies": policies})
+    return hooks
+
+
+def test_pod_log(release: str, ns: str, result: str) -> str:
+    """What the chart's own test pod prints (charts/mlflow/files/helm_test.py) for
+    HELM_TEST_RESULT: pass, fail (the artifact check fails), silent (the pod exits 0 without
+    printing a check, as a replaced command or an unrelated image would)."""
+    if result == "silent":
+        return ""
+    ok = result == "pass"
+    lines = [f"MLflow helm test against http://{release}.{ns}.svc.cluster.local:5000",
+             "ok    health [0.01s]", "ok    version (3.17.2) [0.02s]",
+             f"ok    host check (Host {release}.{ns}.svc.cluster.local:5000 accepted) [0.03s]",
+             "ok    create experiment (helm-test-4f1c2a9b7e3d, id 1) [0.05s]",
+             "ok    create run (9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b) [0.04s]",
+             "ok    log param and metric [0.06s]", "ok    read run back [0.02s]"]
+    if ok:
+        lines += ["ok    artifact upload, download, delete (57 bytes) [0.21s]",
+                  "ok    clean up [0.04s]", "helm test passed"]
+    else:
+        lines += ["FAIL  artifact upload, download, delete: upload of "
+                  "1/9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b/artifacts/helm-test/hello.txt returned "
+                  "HTTP 500: Internal Server Error. The "
+                  "server could not use its artifact store gs://acme-mlflow-artifacts: check "
+                  "that the GCS bucket exists and the server's Google service account may "
+                  "write to it", "helm test FAILED"]
+    return "\n".join(lines) + "\n"
+
+
+def run_tests(argv: list[str], ns: str, state: dict, helm_major: int) -> int:
+    """`helm test RELEASE [--logs]` as each major runs it, with the test pods kept in the
+    state file so delete policies carry from one run to the next.
+
+    Both majors (Helm 3.17.3 pkg/action/hooks.go execHook; Helm 4.1.4 pkg/action/hooks.go
+    execHookWithDelayedShutdown) run the test hooks in (weight, name) order, give a hook
+    without a policy `before-hook-creation`, delete by that policy before creating, and on a
+    failure stop and delete the failed hook if it says `hook-failed`. The difference is
+    when: Helm 3 deletes `hook-succeeded`/`hook-failed` hooks inside the run, before
+    cmd/helm/release_testing.go calls GetPodLogs for `--logs`, so those logs fail with the
+    API server's NotFound ("unable to get pod logs for X: pods "X" not found") and that
+    error replaces the run's; Helm 4 returns the deletions as a shutdown function that
+    pkg/cmd/release_testing.go defers until after GetPodLogs, and joins a logs error to
+    the run's (errors.Join).
+    """
+    name = argv[1]
+    release = state.get(f"{ns}/{name}")
+    if release is None:
+        print("Error: release: not found", file=sys.stderr)
+        return 1
+    pods = state.setdefault("pods", {})
+    result = os.environ.get("HELM_TEST_RESULT", "pass")
+    hooks = sorted(release.get("test_hooks", []), key=lambda h: (h["weight"], h["name"]))
+    ran: list[dict] = []
+    run_error = ""
+    deferred: list[tuple[dict, str]] = []  # Helm 4: (hook, policy) deleted after the logs
+
+    def delete(hook: dict, policy: str) -> None:
+        if policy in (hook["delete_policies"] or ["before-hook-creation"]):
+            pods.pop(f"{ns}/{hook['name']}", None)
+
+    for hook in hooks:
+        delete(hook, "before-hook-creation")
+        key = f"{ns}/{hook['name']}"
+        ran.append(hook)
+        if key in pods:  # no before-hook-creation and the last run's object is still there
+            hook["phase"] = "Failed"
+            run_error = (f"warning: Hook test {hook['name']} failed: pods \"{hook['name']}\" "
+                         "already exists")
+            break
+        ok = result != "fail"
+        pods[key] = {"phase": "Succeeded" if ok else "Failed",
+                     "log": test_pod_log(name, ns, result)}
+        hook["phase"] = pods[key]["phase"]
+        if not ok:
+            # Helm 3: go-multierror from pkg/kube/client.go waitForPodSuccess; Helm 4: the
+            # status watcher's message (pkg/kube/statuswait.go wait, pod_status_reader.go).
+            run_error = (f"1 error occurred:\n\t* pod {hook['name']} failed\n"
+                         if helm_major < 4 else
+                         f"resource Pod/{ns}/{hook['name']} not ready. status: Failed, "
+                         f"message: pod {hook['name']} failed")
+            if helm_major < 4:
+                delete(hook, "hook-failed")
+            else:
+                deferred.append((hook, "hook-failed"))
+                deferred += [(h, "hook-succeeded") for h in ran[:-1]]
+            break
+    else:
+        for hook in reversed(ran):
+            if helm_major < 4:
+                delete(hook, "hook-succeeded")
+            else:
+                deferred.append((hook, "hook-succeeded"))
+
+    out = [f"NAME: {name}", "LAST DEPLOYED: Thu Jan  1 00:00:00 2026", f"NAMESPACE: {ns}",
+           "STATUS: deployed", f"REVISION: {release['revision']}"]
+    if not ran:
+        out.append("TEST SUITE: None")
+    for hook in ran:
+        out += [f"TEST SUITE:     {hook['name']}", "Last Started:   Thu Jan  1 00:00:01 2026",
+                "Last Completed: Thu Jan  1 00:00:09 2026", f"Phase:          {hook['phase']}"]
+    error = run_error
+    if "--logs" in argv:
+        out.append("")
+        for hook in hooks:
+            pod = pods.get(f"{ns}/{hook['name']}")
+            if pod is None:
+                logs_error = (f"unable to get pod logs for {hook['name']}: "
+                              f"pods \"{hook['name']}\" not found")
+                error = logs_error if helm_major < 4 else "\n".join(
+                    e for e in (run_error, logs_error) if e)
+                break
+            out += [f"POD LOGS: {hook['name']}", pod["log"]]
+    for hook, policy in deferred:
+        delete(hook, policy)
+    sys.stdout.write("\n".join(out) + "\n")
+    if error:
+        sys.stderr.write(f"Error: {error}\n")
+        return 1
+    return 0
 
 
 def main() -> int:
@@ -94,9 +248,8 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
         return 0
     if cmd == "upgrade":
         name, chart = argv[1], argv[2]
-        version = subprocess.run([real, "version", "--template", "{{ .Version }}"],
-                                 capture_output=True, text=True, check=True).stdout
-        if version.startswith("v4"):
+        helm4 = major(real) >= 4
+        if helm4:
             check = [real, *argv, "--dry-run=client", "--disable-openapi-validation"]
         else:
             check = [real, "template", name, chart, "--namespace", ns, "--values", "-"]
@@ -112,8 +265,15 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
             sys.stderr.write(checked.stderr.decode())
             return 1
         out = checked.stdout
-        manifest = (json.loads(out[out.index(b"{"):]).get("manifest", "")
-                    if version.startswith("v4") else out.decode())
+        if helm4:
+            # Helm 4's release JSON keeps hooks apart from the manifest; `helm template`
+            # (Helm 3 here) prints them inline, annotated.
+            rendered = json.loads(out[out.index(b"{"):])
+            manifest = rendered.get("manifest", "")
+            hooks = [h.get("manifest", "") for h in rendered.get("hooks") or []]
+        else:
+            manifest, hooks = out.decode(), []
+        docs = [d for text in (manifest, *hooks) for d in yaml.safe_load_all(text) if d]
         values = json.loads(stdin or "{}")
         for f in flag_values(argv, "--values"):
             if f != "-":
@@ -127,40 +287,13 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
         state[key] = {"name": name, "chart": meta["name"], "version": str(meta["version"]),
                       "appVersion": str(meta.get("appVersion", "")), "namespace": ns,
                       "revision": revision, "status": "deployed", "values": values,
-                      "manifest_objects": sum(1 for d in yaml.safe_load_all(manifest) if d)}
+                      "manifest_objects": sum(1 for d in docs if not hook_events(d)),
+                      "test_hooks": test_hooks(docs)}
         print(json.dumps({"name": name, "namespace": ns, "version": revision,
                           "info": {"status": "deployed"}}))
         return 0
     if cmd == "test":
-        release = state.get(f"{ns}/{argv[1]}")
-        if release is None:
-            print("Error: release: not found", file=sys.stderr)
-            return 1
-        ok = os.environ.get("HELM_TEST_RESULT", "pass") == "pass"
-        lines = [f"NAME: {argv[1]}", f"NAMESPACE: {ns}", "STATUS: deployed", "TEST SUITE:",
-                 "Last Started: now", f"Phase: {'Succeeded' if ok else 'Failed'}", "",
-                 # What the chart's own test pod prints (charts/mlflow/files/helm_test.py).
-                 f"POD LOGS: {argv[1]}-test",
-                 f"MLflow helm test against http://{argv[1]}.{ns}.svc.cluster.local:5000",
-                 "ok    health [0.01s]", "ok    version (3.17.2) [0.02s]",
-                 f"ok    host check (Host {argv[1]}.{ns}.svc.cluster.local:5000 accepted) [0.03s]",
-                 "ok    create experiment (helm-test-4f1c2a9b7e3d, id 1) [0.05s]",
-                 "ok    create run (9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b) [0.04s]",
-                 "ok    log param and metric [0.06s]", "ok    read run back [0.02s]",
-                 "ok    artifact upload, download, delete (57 bytes) [0.21s]" if ok else
-                 "FAIL  artifact upload, download, delete: upload of "
-                 "1/9b2e6f0c1d4a4e6f8a7b3c5d2e1f0a9b/artifacts/helm-test/hello.txt returned "
-                 "HTTP 500: Internal Server Error. The "
-                 "server could not use its artifact store gs://acme-mlflow-artifacts: check that "
-                 "the GCS bucket exists and the server's Google service account may write to it",
-                 "ok    clean up [0.04s]" if ok else "helm test FAILED"]
-        if ok:
-            lines.append("helm test passed")
-        sys.stdout.write("\n".join(lines) + "\n")
-        if ok:
-            return 0
-        sys.stderr.write(f"Error: 1 error occurred:\n\t* pod {argv[1]}-test failed\n")
-        return 1
+        return run_tests(argv, ns, state, major(real))
     if cmd == "status":
         release = state.get(f"{ns}/{argv[1]}")
         if release is None:
