@@ -59,6 +59,11 @@ NEEDS[ReleaseStep] = tuple(NEEDS)  # the chart goes in once everything it uses e
 STEPS: list[type[Step]] = list(NEEDS)
 # The chart's test pod prints "ok    <check> (<detail>) [<seconds>s]" or "FAIL  <check>: <reason>".
 TEST_LINE = re.compile(r"^(ok|FAIL)\s+(.*?)(?:\s+\[[0-9.]+s\])?$")
+# What `helm test --logs` prints around the pod's log (Helm 3.17.3 cmd/helm/status.go and
+# pkg/action/release_testing.go GetPodLogs; the same in Helm 4.1.4 pkg/cmd, pkg/action).
+TEST_SUITE = re.compile(r"^TEST SUITE:\s+(?!None$)(\S+)$", re.MULTILINE)  # or "TEST SUITE: None"
+POD_LOGS = re.compile(r"^POD LOGS: (\S+)$", re.MULTILINE)
+LOGS_GONE = re.compile(r"unable to get pod logs for (\S+): ")
 
 
 STATE = {"create": "absent", "update": "drifted", "unchanged": "present", "delete": "present"}
@@ -299,11 +304,10 @@ def do_install(ctx: Context, on_plan=None, confirm=None) -> Result:
     if not ctx.opts.skip_tests:
         result.tests = run_tests(ctx)
         if not result.tests["passed"]:
-            raise HelmFailed(
-                "helm test failed:\n" + result.tests["output"],
-                f"the failing pod's log is above; re-run the tests with "
-                f"`mlflow-helm test {ctx.opts.release} -n {ctx.opts.namespace}`, "
-                f"and see `kubectl -n {ctx.opts.namespace} logs deploy/{ctx.opts.fullname}`")
+            raise HelmFailed("helm test failed" + _failed_checks(result.tests) + ":\n"
+                             + result.tests["output"],
+                             tests_hint(ctx, result.tests) + "; re-run the tests with "
+                             f"`mlflow-helm test {ctx.opts.release} -n {ctx.opts.namespace}`")
     result.next_steps = reach(ctx)
     result.elapsed = time.monotonic() - start
     return result
@@ -323,8 +327,43 @@ def run_tests(ctx: Context) -> dict:
             name, _, reason = match[2].partition(": ")
             checks.append({"check": name.strip(), "ok": match[1] == "ok",
                            "reason": reason.strip()})
-    passed = passed and all(c["ok"] for c in checks)
-    return {"passed": passed, "checks": checks, "output": output}
+    # No check line read is a failure whatever Helm's exit code: the release has no test
+    # pod, or the pod printed something other than the chart's checks.
+    passed = passed and bool(checks) and all(c["ok"] for c in checks)
+    return {"passed": passed, "checks": checks, "output": output,
+            "pods": sorted(set(TEST_SUITE.findall(output)) | set(POD_LOGS.findall(output)))}
+
+
+def _failed_checks(tests: dict) -> str:
+    failed = [c["check"] for c in tests["checks"] if not c["ok"]]
+    if failed:
+        return f" ({', '.join(failed)})"
+    return "" if tests["checks"] else " (the test pod printed no check line)"
+
+
+def tests_hint(ctx: Context, tests: dict) -> str:
+    """Where the test pod's log is, told from what Helm printed: the chart keeps its test pod
+    (`before-hook-creation` only) until the next `helm test`, so on Helm 3 and 4 alike its
+    log is above and stays readable with kubectl; a pod deleted by its delete policy before
+    `--logs` read it (Helm 3 with `hook-succeeded`/`hook-failed`, e.g. a release installed by
+    another chart) has no log to show."""
+    ns, output = ctx.opts.namespace, tests["output"]
+    server = f"`kubectl -n {ns} logs deploy/{ctx.opts.fullname}` shows the server's side"
+    gone = LOGS_GONE.findall(output)
+    if gone:
+        return (f"Helm could not read the log of test pod {gone[0]}: its "
+                "helm.sh/hook-delete-policy deleted it before `helm test --logs` read it "
+                "(Helm 3 deletes hook-succeeded/hook-failed pods first); upgrade the release "
+                f"to this chart, whose test pod is kept until the next test; {server}")
+    if not tests["pods"]:
+        return ("the release ran no test pod (`tests.enabled` is false in its values?): "
+                f"enable the chart's tests or pass --skip-tests; {server}")
+    logs = " and ".join(f"`kubectl -n {ns} logs {pod}`" for pod in tests["pods"])
+    if not tests["checks"]:
+        return (f"the test pod's output above has no `ok`/`FAIL` line, so nothing was "
+                f"checked: is the test command overridden? {logs} shows it again; {server}")
+    return (f"the test pod's log is above (POD LOGS); the pod is kept until the next test, "
+            f"so {logs} shows it again; {server}")
 
 
 def do_test(ctx: Context) -> Result:
@@ -332,12 +371,9 @@ def do_test(ctx: Context) -> Result:
     result = _new_result(ctx, "test")
     result.tests = run_tests(ctx)
     if not result.tests["passed"]:
-        failed = [c["check"] for c in result.tests["checks"] if not c["ok"]]
         raise HelmFailed(
-            "helm test failed" + (f" ({', '.join(failed)})" if failed else "") + ":\n"
-            + result.tests["output"],
-            f"`kubectl -n {ctx.opts.namespace} logs deploy/{ctx.opts.fullname}` shows the "
-            "server's side; `mlflow-helm status` shows drifted resources")
+            "helm test failed" + _failed_checks(result.tests) + ":\n" + result.tests["output"],
+            tests_hint(ctx, result.tests) + "; `mlflow-helm status` shows drifted resources")
     return result
 
 

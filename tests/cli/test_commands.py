@@ -49,7 +49,7 @@ def test_test_command_prints_checks_and_fails_with_hint(world, monkeypatch):
     assert bad.exit_code == 5
     assert "helm test failed (artifact upload, download, delete)" in bad.output
     assert "POD LOGS: mlflow-test" in bad.output  # the failing pod's log
-    assert "hint: `kubectl -n mlflow logs deploy/mlflow`" in bad.output
+    assert "`kubectl -n mlflow logs deploy/mlflow` shows the server's side" in bad.output
     argv = world.helm_calls("test")[-1]["argv"]
     assert argv[:5] == ["test", "mlflow", "--namespace", "mlflow", "--logs"]
 
