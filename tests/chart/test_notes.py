@@ -63,6 +63,12 @@ class TestNotes:
         text = notes(helm, discovery)
         assert re.search(rf"logs job/{FULLNAME}-migrate-[0-9a-f]{{10}}\n", text), text
         assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in text
+        # The test pod is kept (before-hook-creation only), so its log is still there.
+        assert f"kubectl -n {NAMESPACE} logs {FULLNAME}-test" in text
+
+    def test_no_helm_test_when_tests_are_off(self, helm, discovery):
+        text = notes(helm, discovery, {"tests": {"enabled": False}})
+        assert "helm test" not in text and f"{FULLNAME}-test" not in text
 
     def test_database_password(self, helm, discovery):
         text = notes(helm, discovery)
