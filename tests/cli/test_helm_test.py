@@ -20,6 +20,7 @@ from mlflow_helm.commands import do_install
 from mlflow_helm.errors import HelmFailed
 from tests.cli.conftest import cli_env
 from tests.cli.test_plugin import helm_home, install_plugin
+from tests.fakes.helm_recorder import pods_file
 
 BOTH = pytest.mark.parametrize("world", ["3", "4"], indirect=True, ids=["helm3", "helm4"])
 
@@ -53,6 +54,10 @@ def stand_in(world, *argv, **env):
                           capture_output=True, text=True, timeout=120)
 
 
+def pods(world) -> dict:
+    return json.loads(pods_file(world.state).read_text())
+
+
 def install(world, chart):
     """`helm upgrade --install` of a chart as the CLI calls it, through the stand-in."""
     return stand_in(world, "upgrade", "t", str(chart), "--install", "--namespace", "ns",
@@ -74,7 +79,7 @@ def test_hook_succeeded_pod_is_gone_before_helm3_reads_its_logs(world, tmp_path)
         assert test.returncode == 0, test.stderr
         assert "POD LOGS: t-test\nMLflow helm test against" in test.stdout
     # Either way the pod is gone afterwards, so the next run starts clean.
-    assert json.loads(world.state.read_text())["pods"] == {}
+    assert pods(world) == {}
     assert stand_in(world, "test", "t", "--namespace", "ns").returncode == 0
 
 
@@ -109,8 +114,8 @@ def test_install_and_test_pass_and_the_test_pod_is_kept(world):
     assert result.tests["passed"] and result.tests["pods"] == ["mlflow-test"]
     assert {c["check"] for c in result.tests["checks"]} >= {"health", "log param and metric"}
     # The chart's pod is kept (before-hook-creation) and replaced by the next run.
+    assert list(pods(world)) == ["mlflow/mlflow-test"]
     state = json.loads(world.state.read_text())
-    assert list(state["pods"]) == ["mlflow/mlflow-test"]
     assert state["mlflow/mlflow"]["test_hooks"][0]["delete_policies"] == ["before-hook-creation"]
     for _ in range(2):
         again = CliRunner().invoke(main, ["test"], env=cli_env(world))

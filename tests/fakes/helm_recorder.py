@@ -7,7 +7,7 @@ discovery the fake does not serve, so there the chart is rendered with `helm tem
 the same values. Everything else (version, template, lint, package, push) is the real Helm.
 
 `test` runs the release's test hooks as the real major does (see `run_tests`): delete
-policies are honoured and the pods kept in the state file, so `--logs` fails where the real
+policies are honoured and the pods kept next to the state file, so `--logs` fails where the real
 Helm's does.
 
 Environment: REAL_HELM (path), HELM_RECORD (jsonl log), HELM_STATE (json state file),
@@ -122,9 +122,9 @@ def test_pod_log(release: str, ns: str, result: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_tests(argv: list[str], ns: str, state: dict, helm_major: int) -> int:
-    """`helm test RELEASE [--logs]` as each major runs it, with the test pods kept in the
-    state file so delete policies carry from one run to the next.
+def run_tests(argv: list[str], ns: str, state: dict, pods: dict, helm_major: int) -> int:
+    """`helm test RELEASE [--logs]` as each major runs it, with the test pods kept in
+    `pods` (a file next to the state) so delete policies carry from one run to the next.
 
     Both majors (Helm 3.17.3 pkg/action/hooks.go execHook; Helm 4.1.4 pkg/action/hooks.go
     execHookWithDelayedShutdown) run the test hooks in (weight, name) order, give a hook
@@ -142,7 +142,6 @@ def run_tests(argv: list[str], ns: str, state: dict, helm_major: int) -> int:
     if release is None:
         print("Error: release: not found", file=sys.stderr)
         return 1
-    pods = state.setdefault("pods", {})
     result = os.environ.get("HELM_TEST_RESULT", "pass")
     hooks = sorted(release.get("test_hooks", []), key=lambda h: (h["weight"], h["name"]))
     ran: list[dict] = []
@@ -225,14 +224,24 @@ def main() -> int:
     with open(str(state_path) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        # The cluster's test pods, apart from Helm's releases: Helm leaves hook objects
+        # behind on uninstall, so they outlive the release.
+        pods_path = pods_file(state_path)
+        pods = json.loads(pods_path.read_text()) if pods_path.exists() else {}
         with record.open("a") as log:
             log.write(json.dumps({"argv": argv, "stdin": stdin}) + "\n")
-        code = handle(argv, stdin, state, real)
+        code = handle(argv, stdin, state, pods, real)
         state_path.write_text(json.dumps(state))
+        pods_path.write_text(json.dumps(pods))
     return code
 
 
-def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
+def pods_file(state_path: Path) -> Path:
+    """Where the stand-in keeps the test pods ("ns/name": phase and log) next to HELM_STATE."""
+    return Path(str(state_path) + ".pods")
+
+
+def handle(argv: list[str], stdin: str, state: dict, pods: dict, real: str) -> int:
     ns = (flag_values(argv, "--namespace") or ["default"])[0]
     cmd = argv[0]
     if cmd == "get":
@@ -293,7 +302,7 @@ def handle(argv: list[str], stdin: str, state: dict, real: str) -> int:
                           "info": {"status": "deployed"}}))
         return 0
     if cmd == "test":
-        return run_tests(argv, ns, state, major(real))
+        return run_tests(argv, ns, state, pods, major(real))
     if cmd == "status":
         release = state.get(f"{ns}/{argv[1]}")
         if release is None:
