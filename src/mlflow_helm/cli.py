@@ -292,18 +292,29 @@ def render(create_secrets: bool, **kw) -> None:
 @main.command()
 @cluster_options
 @cloud_options
-@click.option("--purge", is_flag=True, help="Also delete the database, its user, the bucket "
-              "(if empty), the service account and the bindings.")
+@click.option("--purge", is_flag=True, help="Also delete what the install record says this "
+              "release created: database, user, bucket (if empty), service account, the IAM "
+              "members it added, its Secrets and database volume. Never what it adopted.")
+@click.option("--delete-artifacts", is_flag=True, help="With --purge: also delete MLflow's "
+              "artifacts (the objects in a bucket this release created, the artifacts "
+              "volume).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted.")
 @handle_errors
-def uninstall(purge: bool, **kw) -> None:
+def uninstall(purge: bool, delete_artifacts: bool, **kw) -> None:
     """Remove the release. Google resources and data are kept unless --purge."""
     from .commands import do_uninstall
+    from .errors import BadFlag
+    from .output import print_changes
 
+    if delete_artifacts and not purge:
+        raise BadFlag("--delete-artifacts needs --purge",
+                      "uninstall --purge --delete-artifacts deletes the artifacts too")
     opts = build_options(**kw)
+    show = (lambda r: print_changes(r, "Plan")) if opts.output == "text" else None
     result = do_uninstall(build_context(opts), purge,
-                          lambda q: click.confirm(q, default=False, err=True))
+                          lambda q: click.confirm(q, default=False, err=True), on_plan=show,
+                          delete_artifacts=delete_artifacts)
     emit(result, opts)
 
 

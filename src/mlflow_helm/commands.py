@@ -25,7 +25,6 @@ from .steps.cloudsql import (
     InstanceFlagsStep,
 )
 from .steps.google import (
-    BUCKET_ROLE,
     BucketIamStep,
     BucketStep,
     ProjectIamStep,
@@ -421,82 +420,52 @@ def do_render(ctx: Context, create_secrets: bool = False) -> Result:
     return result
 
 
-def do_uninstall(ctx: Context, purge: bool, confirm) -> Result:
-    """Remove the release; with purge (confirmed), the Google resources and data too."""
+def do_uninstall(ctx: Context, purge: bool, confirm, on_plan=None,
+                 delete_artifacts: bool = False) -> Result:
+    """Remove the release. The install record says what else is its own: plain uninstall
+    lists what is kept (what really exists); purge (confirmed) deletes what this release
+    created and nothing it adopted (purge.py)."""
+    from . import purge as purging
+
     opts = ctx.opts
-    result = _new_result(ctx, "uninstall")
-    if purge:
-        preflight(ctx)
-        if not opts.dry_run and not opts.yes and not confirm(
-                "Delete the database, its user, the bucket, the service account and the "
-                "bindings? Data will be lost."):
-            raise UserError("aborted: nothing was deleted", "pass --yes to skip the question")
     ctx.helm.major()
-    name = f"{opts.namespace}/{opts.release}"
-    change = Change(DELETE, "helm release", name, step="release")
-    result.changes.append(change)
-    if not opts.dry_run and not ctx.helm.uninstall(opts.release, opts.namespace):
-        change.action, change.detail = UNCHANGED, "not installed"
-    if not purge:
+    from_record(ctx)
+    if not opts.local:
         from .options import infer_from_context
 
         infer_from_context(opts, ctx.kube.current_context())
-        kept = []
-        if opts.database == "cloudsql":
-            kept.append(f"Cloud SQL database {opts.database_name} on {opts.cloudsql_instance}")
-        if opts.bucket_name:
-            kept.append(f"bucket gs://{opts.bucket_name}")
-        if opts.needs_gsa:
-            kept.append(f"service account {opts.gsa_email}")
-        if opts.database == "incluster" or opts.local:
-            kept.append("the in-cluster PostgreSQL volume (PVC) and its password Secret")
-        result.notes.append("kept (re-install reuses them; `--purge` deletes them): "
-                            + "; ".join(kept or ["nothing else"]))
-        return result
-    result.changes.extend(_purge(ctx))
+    result = _new_result(ctx, "uninstall")
+    name = f"{opts.namespace}/{opts.release}"
+    release = Change(DELETE, "helm release", name, step="release")
+    installed = ctx.helm.release(opts.release, opts.namespace) is not None
+    if not installed:
+        release.action, release.detail = UNCHANGED, "not installed"
+    result.changes.append(release)
+    items = purging.inventory(ctx, delete_artifacts=delete_artifacts, strict=purge)
+    if purge:
+        planned = purging.plan(items)
+        result.changes.extend(planned)
+        note = purging.kept_note(items, True, ctx.record is not None)
+        if ctx.record is None:
+            note = "\n".join(filter(None, [note, (
+                "no install record for this release: nothing in Google Cloud is known to be "
+                "its own, so purge deletes none of it")]))
+        if note:
+            result.notes.append(note)
+        if opts.dry_run:
+            return result
+        if on_plan:
+            on_plan(result)
+        if planned and not opts.yes and not confirm(
+                f"Delete {'the release and ' if installed else ''}the {len(planned)} "
+                "resource(s) listed above? Their data will be lost."):
+            raise UserError("aborted: nothing was deleted", "pass --yes to skip the question")
+    else:
+        result.notes.append(purging.kept_note(items, False, ctx.record is not None))
+        if opts.dry_run:
+            return result
+    if installed:
+        ctx.helm.uninstall(opts.release, opts.namespace)
+    if purge:
+        result.changes[1:] = purging.run(ctx, items)
     return result
-
-
-def _purge(ctx: Context) -> list[Change]:
-    opts = ctx.opts
-    out: list[Change] = []
-
-    def record(kind: str, name: str, fn) -> None:
-        change = Change(DELETE, kind, name, step="purge")
-        if not opts.dry_run:
-            try:
-                if fn() is False:
-                    change.action, change.detail = UNCHANGED, "absent"
-            except UserError:
-                raise
-            except Exception as exc:  # keep going; say what was left
-                change.action, change.detail = UNCHANGED, f"kept: {exc}"
-        out.append(change)
-
-    ns = opts.namespace
-    record("secret", f"{ns}/{opts.db_secret_name}",
-           lambda: ctx.kube.delete_secret(ns, opts.db_secret_name))
-    marker = DatabaseGrantStep(ctx).marker
-    record("configmap", f"{ns}/{marker}", lambda: ctx.kube.delete_configmap(ns, marker))
-    if not opts.uses_gcp:
-        return out
-    if opts.database == "cloudsql":
-        project, instance = ctx.instance_project, opts.instance_name
-        user = ctx.iam_db_user if opts.iam_db_auth else opts.db_user
-        record("cloud sql user", user, lambda: ctx.sql.delete_user(project, instance, user))
-        record("cloud sql database", opts.database_name,
-               lambda: ctx.sql.delete_database(project, instance, opts.database_name))
-        for step in (ProjectIamStep(ctx),):
-            for role in step.roles():
-                record(f"iam binding {role}", ctx.member, lambda role=role: ctx.crm.ensure_member(
-                    ctx.instance_project, role, ctx.member, present=False))
-    if opts.bucket_name:
-        record(f"iam binding {BUCKET_ROLE}", ctx.member, lambda: ctx.storage.ensure_member(
-            opts.bucket_name, BUCKET_ROLE, ctx.member, present=False))
-        # GCS refuses to delete a bucket that still holds objects: then it is kept.
-        record("gcs bucket", f"gs://{opts.bucket_name}",
-               lambda: ctx.storage.delete_bucket(opts.bucket_name))
-    if opts.needs_gsa:
-        record("google service account", opts.gsa_email,
-               lambda: ctx.iam.delete_service_account(opts.project, opts.gsa_email))
-    return out

@@ -75,7 +75,8 @@ class Kube:
                         "check `kubectl config get-contexts`; pass --kube-context") from exc
             return self._api
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, body: dict | None = None,
+                 query: list[tuple[str, str]] | None = None) -> dict:
         """One API call as the generated clients make it: JSON, the kubeconfig's
         credentials; a status outside 2xx raises kubernetes' ApiException (with `.status`)."""
         from kubernetes.client.exceptions import ApiException
@@ -85,7 +86,8 @@ class Kube:
         if body is not None:
             headers["Content-Type"] = "application/json"
         request = api.param_serialize(method=method, resource_path=path, header_params=headers,
-                                      body=body, auth_settings=["BearerToken"])
+                                      query_params=query or None, body=body,
+                                      auth_settings=["BearerToken"])
         response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
         data = response.read()
         if not 200 <= response.status < 300:
@@ -193,4 +195,24 @@ class Kube:
         found, _ = self._unless_absent(
             lambda: self._request("DELETE", _object_path(namespace, "configmaps", name)),
             f"delete configmap {namespace}/{name}")
+        return found
+
+    def list_labelled(self, namespace: str, kind: str, selector: str) -> list[dict]:
+        """Objects of `kind` (secrets, persistentvolumeclaims, ...) whose labels match an
+        equality selector `a=b,c=d`, as {name, labels, annotations}."""
+        found = self._call(lambda: self._request(
+            "GET", f"/api/v1/namespaces/{quote(namespace)}/{kind}",
+            query=[("labelSelector", selector)]), f"list {kind} in {namespace}")
+        out = []
+        for item in found.get("items") or []:
+            meta = item.get("metadata") or {}
+            out.append({"name": meta.get("name", ""), "labels": meta.get("labels") or {},
+                        "annotations": meta.get("annotations") or {}})
+        return out
+
+    def delete_object(self, namespace: str, kind: str, name: str) -> bool:
+        """Delete one namespaced core object; False when it was not there."""
+        found, _ = self._unless_absent(
+            lambda: self._request("DELETE", _object_path(namespace, kind, name)),
+            f"delete {kind[:-1]} {namespace}/{name}")
         return found

@@ -23,9 +23,10 @@ class Progress:
             click.echo(f"[{time.monotonic() - self.start:6.1f}s] {message}", err=True)
 
 
-def print_changes(result) -> None:
-    title = {"install": "Plan", "plan": "Plan",
-             "status": "Status", "uninstall": "Changes"}.get(result.command, "Changes")
+def print_changes(result, title: str = "") -> None:
+    title = title or {"install": "Plan", "plan": "Plan", "status": "Status",
+                      "uninstall": "Plan" if result.dry_run else "Changes"
+                      }.get(result.command, "Changes")
     where = f"release {result.release} in namespace {result.namespace}"
     if result.project:
         where += f", project {result.project}"

@@ -10,8 +10,11 @@ value the user considers private; passwords and the external database URI are ne
 Key `record.json`:
   settings   the effective flags of the last apply (a re-run without a flag reuses them)
   userValues the user's `-f`/`--set` layer of the last apply
-  resources  [{kind, name, origin: created|adopted, detail}]: created = this release made
-             it (purge deletes it), adopted = it existed before (purge keeps it)
+  resources  [{kind, name, origin: created|adopted, detail, at}]: created = this release
+             made it (purge deletes it), adopted = it existed before (purge keeps it); `at`
+             says where it lives ({project, instance} for a database or user, {bucket},
+             {project} or {serviceAccount} for an IAM member, {namespace} for a Secret), so
+             purge finds it whatever the flags say later
 
 Re-runs take every setting the user did not pass from here; a setting passed with another
 value is a change, shown as `~ --flag: old -> new` and confirmed before anything changes.
@@ -24,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .changes import CREATE, DELETE, UNCHANGED, Change
+from .changes import CREATE, DELETE, Change
 from .errors import BadFlag
 
 SCHEMA = 1
@@ -64,11 +67,18 @@ class Record:
     resources: list[dict] = field(default_factory=list)
     updated: str = ""
 
-    def origin(self, kind: str, name: str) -> str | None:
+    def find(self, kind: str, name: str, at: dict | None = None) -> dict | None:
+        """The recorded resource; with `at`, the one at that place (a record written before
+        places were recorded matches any)."""
         for res in self.resources:
-            if res["kind"] == kind and res["name"] == name:
-                return res["origin"]
+            if res["kind"] == kind and res["name"] == name and (
+                    at is None or not res.get("at") or res["at"] == at):
+                return res
         return None
+
+    def origin(self, kind: str, name: str) -> str | None:
+        res = self.find(kind, name)
+        return res["origin"] if res else None
 
     def created(self, kind: str, name: str) -> bool:
         return self.origin(kind, name) == "created"
@@ -169,11 +179,13 @@ def update(record: Record | None, opts, planned: list[Change]) -> Record:
             continue
         if change.kind not in TRACKED and not change.kind.startswith("iam binding"):
             continue
-        if out.origin(change.kind, change.name) is not None:
+        at = change.data.get("at") or {}
+        known = out.find(change.kind, change.name, at)
+        if known is not None:
+            if at and not known.get("at"):
+                known["at"] = at
             continue
         origin = "created" if change.action == CREATE else "adopted"
-        if change.action not in (CREATE, UNCHANGED):
-            origin = "adopted"
         out.resources.append({"kind": change.kind, "name": change.name, "origin": origin,
-                              "detail": change.detail})
+                              "detail": change.detail, "at": at})
     return out

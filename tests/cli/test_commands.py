@@ -76,8 +76,13 @@ def test_uninstall_keeps_google_resources_and_data(world):
     result = CliRunner().invoke(main, ["uninstall", *FULL_ARGS], env=cli_env(world))
     assert result.exit_code == 0, result.output
     assert "- delete    helm release                 mlflow/mlflow" in result.output
-    assert "kept (re-install reuses them; `--purge` deletes them)" in result.output
-    assert f"service account {GSA}" in result.output
+    kept = result.output.split("note: kept", 1)[1]
+    assert "(a re-install reuses them; `--purge` deletes what this release created)" in kept
+    # What really exists, read back: the account, the database, the bucket and its member.
+    assert f"google service account {GSA}" in kept
+    assert f"cloud sql database {DB} (on pg)" in kept
+    assert "gcs bucket gs://team-artifacts" in kept
+    assert "secret mlflow/mlflow-db (database password)" in kept
     assert world.helm_calls("uninstall")[0]["argv"][:2] == ["uninstall", "mlflow"]
     assert DB in world.google.state.databases[(PROJECT, "pg")]
     assert GSA in world.google.state.accounts

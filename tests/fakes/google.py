@@ -9,6 +9,14 @@ where the emulators on PyPI fall short:
   effect lands at DONE); a second mutation on a busy instance gets 409 (operation in
   progress); an operation can be made to end DONE with an error.
 - Creating what exists: 409 ALREADY_EXISTS.
+- A PostgreSQL user that owns objects in a database that still exists cannot be deleted:
+  users.delete answers 400 at once, with PostgreSQL's DROP ROLE error inside Cloud SQL's
+  ("Invalid request: failed to delete user U: . role "U" cannot be dropped because some
+  objects depend on it Details: N objects in database D.", as reported from the API in
+  kernelci/kcidb#407 and terraform-google-modules/terraform-google-sql-db#323). Dropping the
+  database drops its objects (and the user's privileges on it), so database first, then
+  user, succeeds. Tests say which user owns objects where (`own`: MLflow's migrations ran
+  as that user).
 - New service accounts are invisible for `sa_delay` seconds (404 on get/getIamPolicy, 400
   "does not exist" when bound in a project policy): IAM's eventual consistency.
 - Injectable failures (429/503/403…) per operation, or "every call fails once".
@@ -89,6 +97,7 @@ class State:
     users: dict = field(default_factory=dict)  # (pid, inst) -> {(name, host): user}
     operations: dict = field(default_factory=dict)  # name -> op (+ private fields)
     clusters: dict = field(default_factory=dict)  # (pid, loc, name) -> cluster
+    owned: dict = field(default_factory=dict)  # (pid, inst) -> {user: {database: objects}}
 
 
 class FakeGoogle:
@@ -146,6 +155,13 @@ class FakeGoogle:
             "postgres" if builtin == "postgres" else "mysql": {"name": builtin}}
         self.state.users[(pid, name)] = {(builtin, ""): {"name": builtin, "host": "",
                                                          "type": "BUILT_IN"}}
+
+    def own(self, pid: str, instance: str, user: str, database: str, objects: int = 42) -> None:
+        """`user` owns `objects` tables, sequences... in `database` (MLflow's migrations ran
+        as it)."""
+        with self.lock:
+            self.state.owned.setdefault((pid, instance), {}).setdefault(user, {})[
+                database] = objects
 
     def inject(self, op: str, status: int, times: int = 1, message: str = "") -> None:
         """The next `times` calls of `op` (e.g. "iam.serviceAccounts.create") fail."""
@@ -453,8 +469,14 @@ class FakeGoogle:
     def _databases_delete(self, m, q, b):
         dbs = self.state.databases[(m["p"], m["i"])]
         dbs[m["d"]]
-        return self._start_op(m["p"], m["i"], "DELETE_DATABASE", lambda: dbs.pop(m["d"], None),
-                              m["d"])
+        owned = self.state.owned.get((m["p"], m["i"]), {})
+
+        def effect():
+            dbs.pop(m["d"], None)
+            for databases in owned.values():  # its objects go with it
+                databases.pop(m["d"], None)
+
+        return self._start_op(m["p"], m["i"], "DELETE_DATABASE", effect, m["d"])
 
     def _users_list(self, m, q, b):
         self._inst(m)
@@ -500,7 +522,17 @@ class FakeGoogle:
 
     def _users_delete(self, m, q, b):
         users = self.state.users[(m["p"], m["i"])]
-        key = next(k for k in users if k[0] == q["name"])
+        key = next((k for k in users if k[0] == q["name"]), None)
+        if key is None:
+            raise KeyError(q["name"])
+        inst = self._inst(m)
+        owns = self.state.owned.get((m["p"], m["i"]), {}).get(q["name"], {})
+        if inst["databaseVersion"].startswith("POSTGRES") and owns:
+            details = "\n".join(f"{n} objects in database {db}" for db, n in sorted(owns.items()))
+            return 400, _error(400, f"Invalid request: failed to delete user {q['name']}: . "
+                                    f'role "{q["name"]}" cannot be dropped because some '
+                                    f"objects depend on it Details: {details}.",
+                               "INVALID_ARGUMENT", reason="invalid")
         return self._start_op(m["p"], m["i"], "DELETE_USER", lambda: users.pop(key, None),
                               q["name"])
 

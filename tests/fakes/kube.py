@@ -1,8 +1,17 @@
 """A fake Kubernetes API over HTTP, for what the CLI does itself (and Helm's reads).
 
-Serves /version, namespaces, Secrets and ConfigMaps (get, list, create, replace, delete,
-409 AlreadyExists, 404 NotFound as Status objects), plus enough discovery for Helm to look
-up a release in its Secret storage. Logs calls with read/mutating classification.
+Serves /version, namespaces, Secrets, ConfigMaps and PersistentVolumeClaims (get, list with
+an equality labelSelector, create, replace, delete, 409 AlreadyExists, 404 NotFound as
+Status objects), plus enough discovery for Helm to look up a release in its Secret storage.
+Logs calls with read/mutating classification.
+
+PersistentVolumeClaims follow the core/v1 API
+(https://kubernetes.io/docs/reference/kubernetes-api/config-and-storage-resources/persistent-volume-claim-v1/):
+`DELETE /api/v1/namespaces/NS/persistentvolumeclaims/NAME` answers 200 with the object. The
+real claim lingers with a deletionTimestamp while the `kubernetes.io/pvc-protection`
+finalizer waits for pods that mount it; here no pod runs (Helm is a recorder), so it goes
+at once. Nothing creates claims by itself: tests add the ones the StatefulSet controller
+and Helm would make (`add_claim`).
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from .google import Call
 from .http import serve_json, url_of
 
 NS_PATH = re.compile(r"^/api/v1/namespaces(/(?P<ns>[^/]+))?$")
-OBJ_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>secrets|configmaps)"
-                      r"(/(?P<name>[^/]+))?$")
-KINDS = {"secrets": "Secret", "configmaps": "ConfigMap"}
+OBJ_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/"
+                      r"(?P<kind>secrets|configmaps|persistentvolumeclaims)(/(?P<name>[^/]+))?$")
+KINDS = {"secrets": "Secret", "configmaps": "ConfigMap",
+         "persistentvolumeclaims": "PersistentVolumeClaim"}
 
 
 def _key(method: str, path: str, body: dict) -> str:
@@ -158,9 +168,40 @@ class FakeKube:
             if method == "DELETE":
                 if key not in self.objects:
                     return 404, _status(404, "NotFound", f'{kind} "{name}" not found'), op
-                del self.objects[key]
+                gone = self.objects.pop(key)
+                if kind == "persistentvolumeclaims":
+                    return 200, gone, op  # the API answers a claim's DELETE with the claim
                 return 200, _status(200, "", "deleted") | {"status": "Success"}, op
         return 404, _status(404, "NotFound", f"no route {method} {path}"), "unknown"
+
+    def add_claim(self, ns: str, name: str, labels: dict, annotations: dict | None = None,
+                  size: str = "8Gi") -> None:
+        """A PersistentVolumeClaim as the StatefulSet controller (volumeClaimTemplates) or
+        Helm (the artifacts claim) creates it."""
+        with self.lock:
+            self.namespaces.setdefault(ns, {"metadata": {"name": ns}})
+            self.objects[("persistentvolumeclaims", ns, name)] = self._meta({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": ns, "labels": dict(labels),
+                             "annotations": dict(annotations or {}),
+                             "finalizers": ["kubernetes.io/pvc-protection"]},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": size}}},
+                "status": {"phase": "Bound"}})
+
+    def add_secret(self, ns: str, name: str, data: dict[str, str], labels: dict,
+                   annotations: dict | None = None) -> None:
+        """A Secret as Helm creates it from the chart (kept on uninstall by
+        helm.sh/resource-policy: keep)."""
+        import base64
+
+        with self.lock:
+            self.namespaces.setdefault(ns, {"metadata": {"name": ns}})
+            self.objects[("secrets", ns, name)] = self._meta({
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": ns, "labels": dict(labels),
+                             "annotations": dict(annotations or {})},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
 
     def secret(self, ns: str, name: str) -> dict | None:
         obj = self.objects.get(("secrets", ns, name))

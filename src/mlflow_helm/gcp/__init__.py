@@ -45,6 +45,8 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "buckets.create": ("storage.buckets.create", "roles/storage.admin"),
     "buckets.delete": ("storage.buckets.delete", "roles/storage.admin"),
     "buckets.getIamPolicy": ("storage.buckets.getIamPolicy", "roles/storage.admin"),
+    "objects.list": ("storage.objects.list", "roles/storage.objectViewer"),
+    "objects.delete": ("storage.objects.delete", "roles/storage.objectAdmin"),
     "buckets.setIamPolicy": ("storage.buckets.setIamPolicy", "roles/storage.admin"),
 }
 

@@ -53,6 +53,23 @@ class Storage:
         client = self.apis.storage()
         self._call(lambda: client.bucket(name).delete(), "buckets.delete", f"gs://{name}")
 
+    def count_objects(self, name: str, limit: int = 1000) -> int:
+        """Objects in the bucket, noncurrent versions included (with versioning on, GCS
+        refuses to delete a bucket while any version is left), up to `limit`."""
+        client = self.apis.storage()
+        return self._call(lambda: sum(1 for _ in client.list_blobs(
+            name, versions=True, max_results=limit)), "objects.list", f"gs://{name}")
+
+    def delete_objects(self, name: str) -> int:
+        """Delete every object and every version in the bucket; how many were deleted."""
+        client = self.apis.storage()
+        n = 0
+        for blob in self._call(lambda: list(client.list_blobs(name, versions=True)),
+                               "objects.list", f"gs://{name}"):
+            self._call(lambda blob=blob: blob.delete(), "objects.delete", f"gs://{name}")
+            n += 1
+        return n
+
     def get_policy(self, name: str) -> Policy:
         client = self.apis.storage()
         policy = self._call(

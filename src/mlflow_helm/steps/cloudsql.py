@@ -19,6 +19,11 @@ def new_password(length: int = 32) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+def sql_at(step: Step) -> dict[str, str]:
+    """Where a database or user lives, for the install record (purge finds it there)."""
+    return {"project": step.ctx.instance_project, "instance": step.opts.instance_name}
+
+
 class InstanceFlagsStep(Step):
     """IAM database authentication needs an instance flag; MLflow's MySQL triggers need
     log_bin_trust_function_creators when binary logging is on."""
@@ -68,7 +73,7 @@ class DatabaseStep(Step):
                                        self.opts.database_name)
         where = f"on {self.ctx.facts.connection_name}"
         return [self.change(UNCHANGED if db else CREATE, "cloud sql database",
-                            self.opts.database_name, where)]
+                            self.opts.database_name, where, at=sql_at(self))]
 
     def apply(self, changes: list[Change]) -> None:
         self.ctx.sql.create_database(self.ctx.instance_project, self.opts.instance_name,
@@ -102,21 +107,26 @@ class DatabaseUserStep(Step):
             names = {email, self.ctx.iam_db_user}
             found = self._find(users, names, iam=True)
             return [self.change(UNCHANGED if found else CREATE, "cloud sql iam user",
-                                self.ctx.iam_db_user, f"on {self.ctx.facts.connection_name}")]
+                                self.ctx.iam_db_user, f"on {self.ctx.facts.connection_name}",
+                                at=sql_at(self))]
         secret_name = f"{self.opts.namespace}/{self.opts.db_secret_name}"
         secret = self.ctx.kube.get_secret(self.opts.namespace, self.opts.db_secret_name)
         has_secret = bool(secret and secret.get(PASSWORD_KEY))
         user = self._find(users, {self.opts.db_user}, iam=False)
         where = f"on {self.ctx.facts.connection_name}"
         changes = [self.change(UNCHANGED if has_secret else CREATE, "secret", secret_name,
-                               "database password (not shown)")]
+                               "database password (not shown)",
+                               at={"namespace": self.opts.namespace})]
+        at = sql_at(self)
         if user is None:
-            changes.append(self.change(CREATE, "cloud sql user", self.opts.db_user, where))
+            changes.append(self.change(CREATE, "cloud sql user", self.opts.db_user, where,
+                                       at=at))
         elif not has_secret:
             changes.append(self.change(UPDATE, "cloud sql user", self.opts.db_user,
-                                       f"new password {where}", host=user.get("host")))
+                                       f"new password {where}", host=user.get("host"), at=at))
         else:
-            changes.append(self.change(UNCHANGED, "cloud sql user", self.opts.db_user, where))
+            changes.append(self.change(UNCHANGED, "cloud sql user", self.opts.db_user, where,
+                                       at=at))
         return changes
 
     def apply(self, changes: list[Change]) -> None:
@@ -172,7 +182,8 @@ class DatabaseGrantStep(Step):
 
             require_proxy(self.opts.database_name, self.ctx.iam_db_user)  # before any change
         return [self.change(action, "database owner", self.opts.database_name,
-                            f"owned by {self.ctx.iam_db_user} (one-time grant)")]
+                            f"owned by {self.ctx.iam_db_user} (one-time grant)",
+                            at={"namespace": self.opts.namespace, "configmap": self.marker})]
 
     def apply(self, changes: list[Change]) -> None:
         from ..dbgrant import run_grant

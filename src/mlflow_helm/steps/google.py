@@ -57,9 +57,11 @@ class ServiceAccountStep(Step):
 
     def plan(self) -> list[Change]:
         email = self.opts.gsa_email
+        at = {"project": self.opts.project}
         if service_account(self):
-            return [self.change(UNCHANGED, "google service account", email)]
-        return [self.change(CREATE, "google service account", email, "identity of MLflow")]
+            return [self.change(UNCHANGED, "google service account", email, at=at)]
+        return [self.change(CREATE, "google service account", email, "identity of MLflow",
+                            at=at)]
 
     def apply(self, changes: list[Change]) -> None:
         self.ctx.iam.create_service_account(
@@ -80,13 +82,15 @@ class WorkloadIdentityStep(Step):
         email = self.opts.gsa_email
         kind = f"iam binding {WORKLOAD_IDENTITY_USER}"
         detail = f"on {email}"
+        at = {"project": self.opts.project, "serviceAccount": email}
         if service_account(self) is None:
-            return [self.change(CREATE, kind, self._member(), detail)]
+            return [self.change(CREATE, kind, self._member(), detail, at=at)]
         from ..gcp.policy import has_member
 
         policy = self.ctx.iam.get_policy(self.opts.project, email)
         bound = has_member(policy, WORKLOAD_IDENTITY_USER, self._member())
-        return [self.change(UNCHANGED if bound else CREATE, kind, self._member(), detail)]
+        return [self.change(UNCHANGED if bound else CREATE, kind, self._member(), detail,
+                            at=at)]
 
     def apply(self, changes: list[Change]) -> None:
         eventually(self.ctx, lambda: self.ctx.iam.ensure_member(
@@ -114,7 +118,7 @@ class ProjectIamStep(Step):
         return [
             self.change(UNCHANGED if has_member(policy, role, self.ctx.member) else CREATE,
                         f"iam binding {role}", self.ctx.member, f"on project {project}",
-                        role=role)
+                        role=role, at={"project": project})
             for role in self.roles()
         ]
 
@@ -143,14 +147,16 @@ class BucketStep(Step):
                 notes.append("uniform bucket-level access is off")
             if not found["versioning"]:
                 notes.append("versioning is off")
-            return [self.change(UNCHANGED, "gcs bucket", name, "; ".join(notes))]
+            return [self.change(UNCHANGED, "gcs bucket", name, "; ".join(notes),
+                                at={"bucket": self.opts.bucket_name})]
         if not self.opts.create_bucket:
             raise UserError(f"bucket {name} does not exist",
                             "pass --create-bucket to create it (uniform access, versioning), "
                             "or check the name")
         location = self.opts.region or self.ctx.facts.bucket_location
         return [self.change(CREATE, "gcs bucket", name,
-                            f"{location or 'US'}, uniform access, versioning")]
+                            f"{location or 'US'}, uniform access, versioning",
+                            at={"bucket": self.opts.bucket_name})]
 
     def apply(self, changes: list[Change]) -> None:
         self.ctx.storage.create_bucket(self.opts.bucket_name, self.opts.project,
@@ -168,11 +174,13 @@ class BucketIamStep(Step):
 
         kind = f"iam binding {BUCKET_ROLE}"
         where = f"on gs://{self.opts.bucket_name}"
+        at = {"bucket": self.opts.bucket_name}
         if bucket(self) is None:
-            return [self.change(CREATE, kind, self.ctx.member, where)]
+            return [self.change(CREATE, kind, self.ctx.member, where, at=at)]
         policy = self.ctx.storage.get_policy(self.opts.bucket_name)
         bound = has_member(policy, BUCKET_ROLE, self.ctx.member)
-        return [self.change(UNCHANGED if bound else CREATE, kind, self.ctx.member, where)]
+        return [self.change(UNCHANGED if bound else CREATE, kind, self.ctx.member, where,
+                            at=at)]
 
     def apply(self, changes: list[Change]) -> None:
         eventually(self.ctx, lambda: self.ctx.storage.ensure_member(

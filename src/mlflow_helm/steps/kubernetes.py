@@ -32,11 +32,13 @@ class ExternalSecretStep(Step):
     def plan(self) -> list[Change]:
         name = f"{self.opts.namespace}/{self.opts.db_secret_name}"
         current = self.ctx.kube.get_secret(self.opts.namespace, self.opts.db_secret_name)
+        at = {"namespace": self.opts.namespace}
         if current is None:
-            return [self.change(CREATE, "secret", name, "database URI (not shown)")]
+            return [self.change(CREATE, "secret", name, "database URI (not shown)", at=at)]
         if current.get("uri") != self.opts.external_uri:
-            return [self.change(UPDATE, "secret", name, "database URI changed (not shown)")]
-        return [self.change(UNCHANGED, "secret", name)]
+            return [self.change(UPDATE, "secret", name, "database URI changed (not shown)",
+                                at=at)]
+        return [self.change(UNCHANGED, "secret", name, at=at)]
 
     def apply(self, changes: list[Change]) -> None:
         self.ctx.kube.put_secret(self.opts.namespace, self.opts.db_secret_name,
