@@ -15,7 +15,7 @@ from typing import Any
 from . import record as records
 from .changes import CREATE, DELETE, UNCHANGED, UPDATE, Change, summary
 from .context import Context
-from .errors import BadFlag, HelmFailed, UserError
+from .errors import BadFlag, HelmFailed, NotInstalled, UserError
 from .preflight import preflight
 from .steps.base import Step
 from .steps.cloudsql import (
@@ -365,8 +365,25 @@ def tests_hint(ctx: Context, tests: dict) -> str:
             f"so {logs} shows it again; {server}")
 
 
-def do_test(ctx: Context) -> Result:
+def require_installed(ctx: Context, command: str) -> None:
+    """`status` and `test` of a release that is not there say so and fail (exit 6), rather
+    than report a plan or a Helm error."""
+    opts = ctx.opts
     ctx.helm.major()
+    if ctx.helm.release(opts.release, opts.namespace) is not None:
+        return
+    hint = (f"`mlflow-helm install {opts.release} -n {opts.namespace}` installs it; "
+            "`helm list -A` lists the releases there are")
+    if records.load(ctx.kube, opts.namespace, opts.release) is not None:
+        hint = (f"its install record is still there (uninstalled without --purge): "
+                f"`mlflow-helm install {opts.release} -n {opts.namespace}` reinstalls it with "
+                "the recorded settings, `mlflow-helm uninstall --purge` deletes what it kept")
+    raise NotInstalled(f"{command}: release {opts.release} is not installed in namespace "
+                       f"{opts.namespace}", hint)
+
+
+def do_test(ctx: Context) -> Result:
+    require_installed(ctx, "test")
     result = _new_result(ctx, "test")
     result.tests = run_tests(ctx)
     if not result.tests["passed"]:
@@ -378,6 +395,7 @@ def do_test(ctx: Context) -> Result:
 
 def do_status(ctx: Context) -> Result:
     """The plan's reads, told as state: create = absent, update = drifted, else present."""
+    require_installed(ctx, "status")
     result, _ = do_plan(ctx, "status")
     result.next_steps = reach(ctx)
     return result

@@ -37,3 +37,9 @@ class HelmFailed(UserError):
     """Helm (install, upgrade, test) failed."""
 
     exit_code = 5
+
+
+class NotInstalled(UserError):
+    """`status` or `test` of a release Helm does not know in that namespace."""
+
+    exit_code = 6

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from mlflow_helm.cli import main
 from mlflow_helm.commands import do_install, do_status, do_uninstall
+from mlflow_helm.errors import NotInstalled
 from tests.cli.conftest import PROJECT, cli_env
 from tests.cli.test_install import DB, GSA, project_members
 
@@ -19,9 +20,25 @@ FULL_ARGS = ["--database", "cloudsql", "--cloudsql-instance", "pg", "--bucket",
              "gs://team-artifacts", "--create-bucket"]
 
 
+def test_status_and_test_of_a_release_not_installed_fail_and_say_so(world):
+    for command in ("status", "test"):
+        result = CliRunner().invoke(main, [command, "-n", "team-x"], env=cli_env(world))
+        assert result.exit_code == 6, result.output
+        assert f"Error: {command}: release mlflow is not installed in namespace team-x" in \
+            result.output
+        assert "mlflow-helm install mlflow -n team-x" in result.output
+        assert "port-forward" not in result.output and "POD LOGS" not in result.output
+    assert world.mutating() == []
+    # Uninstalled without --purge: the record says what is left.
+    do_install(world.context(local=True, skip_tests=True))
+    CliRunner().invoke(main, ["uninstall"], env=cli_env(world))
+    result = CliRunner().invoke(main, ["status"], env=cli_env(world))
+    assert result.exit_code == 6 and "its install record is still there" in result.output
+
+
 def test_status_reports_present_absent_and_drifted(world):
-    before = do_status(world.context(**FULL))
-    assert {c.action for c in before.changes} == {"create"}  # all absent
+    with pytest.raises(NotInstalled):
+        do_status(world.context(**FULL))
     do_install(world.context(**FULL))
     # Someone removes our project binding: status calls it absent, the rest present.
     holder = world.google.state.projects[PROJECT]
