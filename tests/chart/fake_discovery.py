@@ -10,6 +10,7 @@ are pointed here so the two versions are driven the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,11 @@ RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
     "gateway.networking.k8s.io/v1": [("httproutes", "HTTPRoute", True)],
     "networking.istio.io/v1": [("virtualservices", "VirtualService", True)],
     "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True)],
+    "monitoring.googleapis.com/v1": [("podmonitorings", "PodMonitoring", True)],
+    "rbac.authorization.k8s.io/v1": [
+        ("roles", "Role", True),
+        ("rolebindings", "RoleBinding", True),
+    ],
 }
 
 VERBS = ["get", "list", "create", "update", "patch", "delete", "watch"]
@@ -55,10 +61,10 @@ def _resource_list(group_version: str) -> dict:
     }
 
 
-def _group_list() -> dict:
+def _group_list(served: set[str]) -> dict:
     groups = []
     for gv in RESOURCES:
-        if "/" not in gv:
+        if "/" not in gv or gv not in served:
             continue
         group, version = gv.split("/")
         entry = {"groupVersion": gv, "version": version}
@@ -71,6 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         body: dict | None = None
         objects = getattr(self.server, "objects", {})
+        served = self.server.served  # type: ignore[attr-defined]
         self.server.requests.append(path)  # type: ignore[attr-defined]
         if path in objects:
             body = objects[path]
@@ -79,10 +86,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api":
             body = {"kind": "APIVersions", "versions": ["v1"]}
         elif path == "/apis":
-            body = _group_list()
+            body = _group_list(served)
         elif path == "/api/v1":
             body = _resource_list("v1")
-        elif path.startswith("/apis/") and path[len("/apis/"):] in RESOURCES:
+        elif path.startswith("/apis/") and path[len("/apis/"):] in served:
             body = _resource_list(path[len("/apis/"):])
         status = 200 if body is not None else 404
         if body is None:
@@ -112,11 +119,14 @@ class FakeDiscovery:
 
     `objects` are served to GETs of their own path, so a chart's `lookup` finds them when Helm
     renders against this server (`helm template --dry-run=server`); anything else is 404, which
-    `lookup` turns into an empty result. `requests` lists the paths asked for.
+    `lookup` turns into an empty result. `requests` lists the paths asked for. `without` names
+    group/versions of RESOURCES the cluster does not serve (a CRD not installed).
     """
 
-    def __init__(self, workdir: Path, objects: list[dict] = ()) -> None:
+    def __init__(self, workdir: Path, objects: list[dict] = (), without: tuple[str, ...] = ()
+                 ) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.served = set(RESOURCES) - set(without)  # type: ignore[attr-defined]
         self._server.objects = {object_path(o): o for o in objects}  # type: ignore[attr-defined]
         self._server.requests = []  # type: ignore[attr-defined]
         self.requests: list[str] = self._server.requests  # type: ignore[attr-defined]
@@ -140,9 +150,19 @@ class FakeDiscovery:
         self._server.server_close()
 
 
+@functools.cache
+def _helm_major(helm: str) -> int:
+    import subprocess
+
+    out = subprocess.run([helm, "version", "--short"], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.strip().lstrip("v").split(".")[0])
+
+
 def render_against(helm: str, values: dict | None, objects: list[dict], *,
                    release: str = "prod", namespace: str = "mlops",
-                   show_only: tuple[str, ...] = (), workdir: Path) -> list[dict]:
+                   show_only: tuple[str, ...] = (), workdir: Path,
+                   without: tuple[str, ...] = ()) -> list[dict]:
     """Render the chart as an upgrade against a cluster holding `objects`, so `lookup` sees them.
 
     `helm template --dry-run=server` gives the template engine a REST config (Helm's
@@ -150,6 +170,8 @@ def render_against(helm: str, values: dict | None, objects: list[dict], *,
     of ... `server` should try to interact with the cluster"; without it `lookup` is empty), on
     Helm 3 and 4 alike. `--is-upgrade` renders as `helm upgrade` does and skips the install-time
     check that no rendered object exists yet (pkg/action/install.go, existingResourceConflict).
+    The cluster's API list (`.Capabilities.APIVersions`) is what discovery serves: RESOURCES
+    less the group/versions in `without`.
     Returns the validated objects; a failed render raises RenderError with Helm's stderr.
     """
     import subprocess
@@ -158,10 +180,15 @@ def render_against(helm: str, values: dict | None, objects: list[dict], *,
 
     from .render import CHART_DIR, RenderError, validate_object
 
-    with FakeDiscovery(workdir, objects) as fake:
+    with FakeDiscovery(workdir, objects, without) as fake:
         cmd = [helm, "template", release, str(CHART_DIR), "--namespace", namespace,
                "--values", "-", "--dry-run=server", "--is-upgrade",
                "--disable-openapi-validation", "--kubeconfig", str(fake.kubeconfig)]
+        if _helm_major(helm) == 3:
+            # Helm 3's template is client-only, with the built-in API list, unless --validate
+            # (cmd/helm/template.go: `client.ClientOnly = !validate`); install and upgrade ask
+            # the cluster. Helm 4 asks the cluster under --dry-run=server (and refuses both).
+            cmd.append("--validate")
         for template in show_only:
             cmd += ["--show-only", template]
         proc = subprocess.run(cmd, input=json.dumps(values or {}), capture_output=True,

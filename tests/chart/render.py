@@ -29,6 +29,8 @@ from kubernetes_validate.utils import all_versions
 from packaging.version import Version
 from referencing import Registry, Resource
 
+from .crd_schema import SchemaValidationError, has_schema, validate_custom_resource
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "mlflow"
 
@@ -45,14 +47,19 @@ KUBE_VERSIONS: tuple[str, ...] = tuple(
     sorted({v for v in all_versions() if Version(v) >= MIN_KUBE_MINOR}, key=Version)
 )
 
-# Custom resources: kubernetes-validate only knows the built-in API, so these get a structural
-# check of our own (right apiVersion, kind, metadata with name/namespace, a spec mapping).
-# Their fields are asserted one by one in the component tests instead.
-CRD_API_VERSIONS = {
-    "ServiceMonitor": "monitoring.coreos.com/v1",
-    "HTTPRoute": "gateway.networking.k8s.io/v1",
-    "VirtualService": "networking.istio.io/v1",
-}
+# Custom resources: kubernetes-validate only knows the built-in API; these are validated against
+# their real CRD schemas (crd_schema.py, crds/), with the ObjectMeta of the newest minor.
+CRD_DEFINITIONS = SCHEMA_ROOT / f"v{KUBE_VERSIONS[-1]}-local-strict" / "_definitions.json"
+
+# The custom resource APIs the chart can render, as `--api-versions` takes them: a render test
+# that enables one passes them (`api_versions=CRD_APIS`) the way a cluster with the CRDs, or
+# Argo CD, gives them to Helm; without them the chart refuses (see test_crd_capabilities.py).
+CRD_APIS: tuple[str, ...] = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.googleapis.com/v1/PodMonitoring",
+    "gateway.networking.k8s.io/v1/HTTPRoute",
+    "networking.istio.io/v1/VirtualService",
+)
 
 
 class RenderError(Exception):
@@ -62,10 +69,6 @@ class RenderError(Exception):
         super().__init__(stderr)
         self.stderr = stderr
         self.returncode = returncode
-
-
-class SchemaValidationError(AssertionError):
-    pass
 
 
 # ------------------------------------------------------------------------------ validation ---
@@ -91,7 +94,8 @@ def _validator(kube_version: str, kind: str, api_version: str) -> jsonschema.Val
     if not path.exists():
         raise SchemaValidationError(
             f"{kind} {api_version} does not exist in Kubernetes {kube_version} "
-            f"(no schema {path.name})"
+            f"(no schema {path.name}); a custom resource needs its CRD schema in "
+            "tests/chart/crds/ (see its README)"
         )
     schema = json.loads(path.read_text())
     registry = Registry().with_resources(
@@ -101,29 +105,12 @@ def _validator(kube_version: str, kind: str, api_version: str) -> jsonschema.Val
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
-def _check_custom_resource(obj: dict) -> None:
-    kind = obj["kind"]
-    problems = []
-    if obj.get("apiVersion") != CRD_API_VERSIONS[kind]:
-        problems.append(f"apiVersion {obj.get('apiVersion')!r}, expected {CRD_API_VERSIONS[kind]}")
-    meta = obj.get("metadata")
-    if not isinstance(meta, dict) or not meta.get("name") or not meta.get("namespace"):
-        problems.append("metadata needs name and namespace")
-    if not isinstance(obj.get("spec"), dict) or not obj["spec"]:
-        problems.append("spec must be a non-empty mapping")
-    unknown = set(obj) - {"apiVersion", "kind", "metadata", "spec"}
-    if unknown:
-        problems.append(f"unknown top-level keys {sorted(unknown)}")
-    if problems:
-        raise SchemaValidationError(f"{kind}/{meta and meta.get('name')}: " + "; ".join(problems))
-
-
 @functools.cache
 def _validate_json(obj_json: str) -> None:
     obj = json.loads(obj_json)
     kind = obj.get("kind")
-    if kind in CRD_API_VERSIONS:
-        _check_custom_resource(obj)
+    if has_schema(obj.get("apiVersion", ""), kind):
+        validate_custom_resource(obj, CRD_DEFINITIONS)
         return
     name = (obj.get("metadata") or {}).get("name")
     for kube_version in KUBE_VERSIONS:
@@ -140,7 +127,7 @@ def _validate_json(obj_json: str) -> None:
 
 
 def validate_object(obj: dict) -> None:
-    """Strict Kubernetes schema validation for every supported minor (CRDs: structural)."""
+    """Strict Kubernetes schema validation for every supported minor (CRDs: their schema)."""
     _validate_json(json.dumps(obj, sort_keys=True))
 
 
@@ -206,11 +193,17 @@ def render_chart(
     namespace: str = NAMESPACE,
     extra_args: Iterable[str] = (),
     validate: bool = True,
+    api_versions: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
-    """Render the chart; return its objects (each validated unless validate=False)."""
+    """Render the chart; return its objects (each validated unless validate=False).
+
+    api_versions: what the cluster serves besides the built-in API (`--api-versions`, as
+    `group/version/Kind` or `group/version`); CRD_APIS for every custom resource the chart has.
+    """
+    flags = tuple(arg for api in api_versions for arg in ("--api-versions", api))
     objects = _objects_cached(
         helm, _freeze(values), tuple(show_only), kube_version, release, namespace,
-        tuple(extra_args), validate,
+        flags + tuple(extra_args), validate,
     )
     # Callers may mutate what they get; the cache must not see it.
     return copy.deepcopy(list(objects))

@@ -11,7 +11,15 @@ import re
 
 import pytest
 
-from .render import CHART_DIR, FULLNAME, NAMESPACE, kind_names, load_yaml, render_chart
+from .render import (
+    CHART_DIR,
+    CRD_APIS,
+    FULLNAME,
+    NAMESPACE,
+    kind_names,
+    load_yaml,
+    render_chart,
+)
 
 BASE = {
     ("ServiceAccount", FULLNAME),
@@ -151,7 +159,7 @@ class TestInventory:
                   "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
                   "ingress": {"enabled": True}, "virtualService": {"enabled": True},
                   "httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]}}
-        objects = render_chart(helm, values)
+        objects = render_chart(helm, values, api_versions=CRD_APIS)
         missing = sorted((o["kind"], o["metadata"]["name"]) for o in objects
                          if (o["metadata"].get("annotations") or {}).get("owner")
                          != "ml-platform")

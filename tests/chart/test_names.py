@@ -32,7 +32,7 @@ import pytest
 from mlflow_helm.options import Options
 
 from .modes import GSA, merge
-from .render import by_kind, render_chart, render_error
+from .render import CRD_APIS, by_kind, render_chart, render_error
 
 LONG_RELEASE = "r" * 20 + "-long-release-name-" + "x" * 14  # 53: Helm's maximum
 assert len(LONG_RELEASE) == 53
@@ -124,7 +124,7 @@ class TestNames:
     @pytest.mark.parametrize("case", list(CASES))
     def test_every_name_and_label_value_fits(self, helm, case):
         release, values = CASES[case]
-        objects = render_chart(helm, values, release=release)
+        objects = render_chart(helm, values, release=release, api_versions=CRD_APIS)
         assert {"Deployment", "StatefulSet", "Job", "Service", "Pod", "Secret", "Ingress",
                 "HTTPRoute", "NetworkPolicy"} <= {o["kind"] for o in objects}
         assert problems(objects) == []

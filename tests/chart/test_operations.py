@@ -12,7 +12,16 @@ from .modes import (
     GCS_SERVED,
     merge,
 )
-from .render import FULLNAME, NAMESPACE, RenderError, by_kind, get_object, jp, render_chart
+from .render import (
+    CRD_APIS,
+    FULLNAME,
+    NAMESPACE,
+    RenderError,
+    by_kind,
+    get_object,
+    jp,
+    render_chart,
+)
 
 SERVER_SELECTOR = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "prod",
                    "app.kubernetes.io/component": "server"}
@@ -177,7 +186,7 @@ class TestOperations:
     def test_service_monitor(self, helm):
         values = {"metrics": {"enabled": True, "serviceMonitor": {
             "enabled": True, "labels": {"release": "kube-prometheus"}}}}
-        objects = render_chart(helm, values)
+        objects = render_chart(helm, values, api_versions=CRD_APIS)
         sm = get_object(objects, "ServiceMonitor", FULLNAME)
         assert sm["apiVersion"] == "monitoring.coreos.com/v1"
         assert sm["metadata"]["labels"]["release"] == "kube-prometheus"
@@ -193,7 +202,8 @@ class TestOperations:
     def test_service_monitor_path_ignores_static_prefix(self, helm):
         values = {"server": {"staticPrefix": "/mlflow"},
                   "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}}
-        sm = get_object(render_chart(helm, values), "ServiceMonitor", FULLNAME)
+        sm = get_object(render_chart(helm, values, api_versions=CRD_APIS), "ServiceMonitor",
+                        FULLNAME)
         # prometheus_flask_exporter registers /metrics on the Flask app itself, outside
         # MLflow's _add_static_prefix routes (mlflow/server/prometheus_exporter.py).
         assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
@@ -214,7 +224,7 @@ class TestOperations:
         }[route]
         values = merge(route_values, {"networkPolicy": {"enabled": True}})
         try:
-            objects = render_chart(helm, values)
+            objects = render_chart(helm, values, api_versions=CRD_APIS)
         except RenderError as refused:
             assert "networkPolicy.ingressFrom" in refused.stderr, refused.stderr
             return

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from .render import FULLNAME, NAMESPACE, RenderError, by_kind, get_object, render_chart
+from .render import (
+    CRD_APIS,
+    FULLNAME,
+    NAMESPACE,
+    RenderError,
+    by_kind,
+    get_object,
+    render_chart,
+)
 
 ROUTE_KINDS = ("Ingress", "HTTPRoute", "VirtualService")
+
+
+
+def render(helm: str, values: dict) -> list[dict]:
+    """Render on a cluster that serves the Gateway API and Istio (test_crd_capabilities.py
+    covers one that does not)."""
+    return render_chart(helm, values, api_versions=CRD_APIS)
 
 
 class TestRoutes:
@@ -19,7 +34,7 @@ class TestRoutes:
             "hosts": [{"host": "mlflow.example.com",
                        "paths": [{"path": "/", "pathType": "Prefix"}]}],
             "tls": [{"secretName": "tls", "hosts": ["mlflow.example.com"]}]}}
-        ing = get_object(render_chart(helm, values), "Ingress", FULLNAME)
+        ing = get_object(render(helm, values), "Ingress", FULLNAME)
         spec = ing["spec"]
         assert spec["ingressClassName"] == "nginx"
         assert spec["tls"] == [{"secretName": "tls", "hosts": ["mlflow.example.com"]}]
@@ -34,7 +49,7 @@ class TestRoutes:
         values = {"ingress": {"enabled": True,
                               "hosts": [{"host": "", "paths": [{"path": "/"}]}]},
                   "server": {"allowedHosts": {"extra": ["mlflow.corp.example.com"]}}}
-        spec = get_object(render_chart(helm, values), "Ingress", FULLNAME)["spec"]
+        spec = get_object(render(helm, values), "Ingress", FULLNAME)["spec"]
         assert "ingressClassName" not in spec
         assert "host" not in spec["rules"][0]
         assert spec["rules"][0]["http"]["paths"][0]["pathType"] == "Prefix"
@@ -43,7 +58,7 @@ class TestRoutes:
         values = {"httpRoute": {"enabled": True,
                                 "parentRefs": [{"name": "gw", "namespace": "infra"}],
                                 "hostnames": ["mlflow.example.com"]}}
-        route = get_object(render_chart(helm, values), "HTTPRoute", FULLNAME)
+        route = get_object(render(helm, values), "HTTPRoute", FULLNAME)
         spec = route["spec"]
         assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
         assert spec["parentRefs"] == [{"name": "gw", "namespace": "infra"}]
@@ -55,12 +70,12 @@ class TestRoutes:
     def test_httproute_follows_static_prefix(self, helm):
         values = {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]},
                   "server": {"staticPrefix": "/mlflow"}}
-        spec = get_object(render_chart(helm, values), "HTTPRoute", FULLNAME)["spec"]
+        spec = get_object(render(helm, values), "HTTPRoute", FULLNAME)["spec"]
         assert spec["rules"][0]["matches"][0]["path"]["value"] == "/mlflow"
 
     def test_virtualservice_rewrites_prefix_without_static_prefix(self, helm):
         values = {"virtualService": {"enabled": True}}
-        vs = get_object(render_chart(helm, values), "VirtualService", FULLNAME)
+        vs = get_object(render(helm, values), "VirtualService", FULLNAME)
         assert vs["apiVersion"] == "networking.istio.io/v1"
         spec = vs["spec"]
         # The seed's Kubeflow route.
@@ -78,7 +93,7 @@ class TestRoutes:
 
     def test_virtualservice_no_rewrite_with_static_prefix(self, helm):
         values = {"virtualService": {"enabled": True}, "server": {"staticPrefix": "/mlflow"}}
-        (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
+        (http,) = get_object(render(helm, values), "VirtualService", FULLNAME)["spec"][
             "http"]
         assert http["match"] == [{"uri": {"prefix": "/mlflow/"}}, {"uri": {"exact": "/mlflow"}}]
         assert "uri" not in http.get("rewrite", {})
@@ -86,7 +101,7 @@ class TestRoutes:
     def test_virtualservice_root_prefix_no_rewrite(self, helm):
         values = {"virtualService": {"enabled": True, "prefix": "/",
                                      "hosts": ["mlflow.example.com"]}}
-        (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
+        (http,) = get_object(render(helm, values), "VirtualService", FULLNAME)["spec"][
             "http"]
         assert http["match"] == [{"uri": {"prefix": "/"}}]
         # A named host is in --allowed-hosts: nothing to rewrite.
@@ -97,7 +112,7 @@ class TestRoutes:
         # lie under the server's: /other/ would reach a server that only answers /mlflow/.
         values = {"virtualService": {"enabled": True, "prefix": "/other/"},
                   "server": {"staticPrefix": "/mlflow"}}
-        (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)["spec"][
+        (http,) = get_object(render(helm, values), "VirtualService", FULLNAME)["spec"][
             "http"]
         prefix = http["match"][0]["uri"]["prefix"]
         assert "rewrite" in http or prefix.startswith("/mlflow"), (
@@ -110,7 +125,7 @@ class TestRoutes:
         for static_prefix in ("", "/mlflow"):
             values = {"virtualService": {"enabled": True, "prefix": "/mlflow"},
                       "server": {"staticPrefix": static_prefix}}
-            (http,) = get_object(render_chart(helm, values), "VirtualService", FULLNAME)[
+            (http,) = get_object(render(helm, values), "VirtualService", FULLNAME)[
                 "spec"]["http"]
             for request in ("/mlflow/api/2.0/mlflow/experiments/search", "/mlflow/"):
                 served = request
@@ -131,7 +146,7 @@ class TestRoutes:
         # client's Host header through, and MLflow 3 refuses a Host that is not allowed, so a
         # request to https://kubeflow.example.com/mlflow/ must either arrive with an allowed
         # authority (rewrite.authority) or the check must let that host in.
-        objects = render_chart(helm, {"virtualService": {"enabled": True}})
+        objects = render(helm, {"virtualService": {"enabled": True}})
         (http,) = get_object(objects, "VirtualService", FULLNAME)["spec"]["http"]
         args = get_object(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"][
             "containers"][0]["args"]
@@ -150,7 +165,7 @@ class TestRoutes:
         # must refuse the values, naming httpRoute.hostnames.
         values = {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]}}
         try:
-            objects = render_chart(helm, values)
+            objects = render(helm, values)
         except RenderError as refused:
             assert "httpRoute.hostnames" in refused.stderr, refused.stderr
             return
@@ -167,7 +182,7 @@ class TestRoutes:
     def test_httproute_with_hostnames_needs_no_rewrite(self, helm):
         values = {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}],
                                 "hostnames": ["mlflow.example.com"]}}
-        (rule,) = get_object(render_chart(helm, values), "HTTPRoute", FULLNAME)["spec"]["rules"]
+        (rule,) = get_object(render(helm, values), "HTTPRoute", FULLNAME)["spec"]["rules"]
         assert not [f for f in rule.get("filters", []) if f.get("type") == "URLRewrite"]
 
     def test_ingress_rule_without_host_reaches_the_host_check(self, helm):
@@ -179,7 +194,7 @@ class TestRoutes:
         values = {"ingress": {"enabled": True,
                               "hosts": [{"host": "", "paths": [{"path": "/"}]}]}}
         try:
-            objects = render_chart(helm, values)
+            objects = render(helm, values)
         except RenderError as refused:
             assert "ingress.hosts" in refused.stderr, refused.stderr
             return
@@ -193,4 +208,4 @@ class TestRoutes:
     def test_ingress_without_host_accepted_with_extra_hosts(self, helm):
         values = {"ingress": {"enabled": True, "hosts": [{"host": "", "paths": [{"path": "/"}]}]},
                   "server": {"allowedHosts": {"extra": ["mlflow.corp.example.com"]}}}
-        get_object(render_chart(helm, values), "Ingress", FULLNAME)
+        get_object(render(helm, values), "Ingress", FULLNAME)

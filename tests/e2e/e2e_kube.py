@@ -35,6 +35,14 @@ VENV_BIN = Path(sys.executable).parent
 POD_IP = "10.244.1.23"
 CLUSTER_DOMAIN = "cluster.local"
 CLOUDSQL_PROXY_IMAGE = "cloud-sql-connectors/cloud-sql-proxy"
+# The stand-in cluster serves the custom resource APIs the chart can render (as
+# tests/chart/render.py's CRD_APIS): the chart refuses a route or monitor whose CRD is missing.
+CRD_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.googleapis.com/v1/PodMonitoring",
+    "gateway.networking.k8s.io/v1/HTTPRoute",
+    "networking.istio.io/v1/VirtualService",
+)
 
 
 # ------------------------------------------------------------------------------ rendering ----
@@ -48,6 +56,8 @@ def render(
     namespace: str = "mlflow",
 ) -> list[dict]:
     cmd = [helm, "template", release, str(CHART_DIR), "--namespace", namespace]
+    for api in CRD_APIS:
+        cmd += ["--api-versions", api]
     for path in values_files:
         cmd += ["--values", str(path)]
     cmd += ["--values", "-"]

@@ -459,6 +459,18 @@ deleted with the pod, outside that budget (server.tmp).
   readOnly: true
 {{- end }}
 
+{{/*
+"true" when the cluster serves a custom resource API, given as "group/version/Kind" (or "").
+A cluster's API list (helm install/upgrade) holds both "group/version" and
+"group/version/Kind"; `helm template --api-versions X` adds only X, and Argo CD passes the
+cluster's group/versions without kinds (argoproj/argo-cd#6351), so either form counts.
+Usage: include "mlflow.hasAPI" (list $ "monitoring.coreos.com/v1/ServiceMonitor")
+*/}}
+{{- define "mlflow.hasAPI" -}}
+{{- $root := index . 0 }}{{ $gvk := index . 1 }}
+{{- if or ($root.Capabilities.APIVersions.Has $gvk) ($root.Capabilities.APIVersions.Has (dir $gvk)) }}true{{ end }}
+{{- end }}
+
 {{/* The server's path prefix ("" or "/prefix"). */}}
 {{- define "mlflow.prefix" -}}
 {{- .Values.server.staticPrefix | trimSuffix "/" }}

@@ -202,6 +202,25 @@ with a digit or hold dots (validate_name.go in Helm's chartutil). */}}
 {{- $errors = append $errors (printf "server.tmp.sizeLimit=%s limits an emptyDir, but server.tmp.type=ephemeral makes /tmp a volume of server.tmp.ephemeral.size (%s): set the size there and leave server.tmp.sizeLimit empty" (toString $v.server.tmp.sizeLimit) (toString $v.server.tmp.ephemeral.size)) }}
 {{- end }}
 
+{{- /* Custom resources: without their CRD the API server answers "resource mapping not found"
+for the whole release, after other objects may have changed. Refuse before, naming the value. */}}
+{{- $crds := list }}
+{{- if and $v.metrics.enabled $v.metrics.serviceMonitor.enabled }}
+{{- $crds = append $crds (list "metrics.serviceMonitor.enabled" "monitoring.coreos.com/v1/ServiceMonitor" "the Prometheus Operator") }}
+{{- end }}
+{{- if $v.httpRoute.enabled }}
+{{- $crds = append $crds (list "httpRoute.enabled" "gateway.networking.k8s.io/v1/HTTPRoute" "Gateway API v1.0 or later (on GKE: gcloud container clusters update CLUSTER --gateway-api=standard)") }}
+{{- end }}
+{{- if $v.virtualService.enabled }}
+{{- $crds = append $crds (list "virtualService.enabled" "networking.istio.io/v1/VirtualService" "Istio 1.22 or later, or Cloud Service Mesh") }}
+{{- end }}
+{{- range $crds }}
+{{- $value := index . 0 }}{{ $gvk := index . 1 }}{{ $from := index . 2 }}
+{{- if not (include "mlflow.hasAPI" (list $ $gvk)) }}
+{{- $errors = append $errors (printf "%s=true, but the cluster serves no %s %s; its CRD comes with %s. Install the CRD first, or set %s=false. helm template has no cluster to ask: pass --api-versions %s (Argo CD passes the cluster's API versions, so there the CRD is missing)" $value (dir $gvk) (base $gvk) $from $value $gvk) }}
+{{- end }}
+{{- end }}
+
 {{- if $errors }}
 {{- fail (printf "\n\nInvalid values for the mlflow chart:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
