@@ -21,6 +21,7 @@ from .render import (
     get_object,
     jp,
     render_chart,
+    render_error,
 )
 
 SERVER_SELECTOR = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "prod",
@@ -30,6 +31,38 @@ SERVER_SELECTOR = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instan
 def egress_ports(policy: dict) -> set[tuple[str, object]]:
     return {(p["protocol"], p["port"]) for rule in policy["spec"]["egress"]
             for p in rule.get("ports") or []}
+
+
+# The GKE metadata server as each data plane evaluates policy on it: Dataplane V2 sees
+# 169.254.169.254:80; Calico (Dataplane V1, GKE Standard) sees it after the DNAT to the GKE
+# metadata server, 169.254.169.252:988. GKE's docs: "Workload Identity Federation for GKE,
+# Restrictions" (https://cloud.google.com/kubernetes-engine/docs/concepts/workload-identity#limitations)
+# and "Troubleshoot Workload Identity" (https://cloud.google.com/kubernetes-engine/docs/troubleshooting/authentication#workload-identity):
+# with network policy and no Dataplane V2, allow egress to 169.254.169.252/32 on port 988.
+METADATA_SERVER = {("169.254.169.254/32", 80), ("169.254.169.252/32", 988)}
+
+# Google's front ends and health checkers (https://cloud.google.com/load-balancing/docs/health-check-concepts#ip-ranges,
+# https://cloud.google.com/load-balancing/docs/firewall-rules).
+GOOGLE_LB_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
+
+
+def metadata_rules(policy: dict) -> set[tuple[str, int]]:
+    """(cidr, port) of each egress rule to a 169.254/16 address; each rule must pair one
+    address with its own port (a 169.254.169.254 rule that also opens 988 is the old bug)."""
+    found = set()
+    for rule in policy["spec"]["egress"]:
+        cidrs = [peer["ipBlock"]["cidr"] for peer in rule.get("to", []) if "ipBlock" in peer]
+        if any(c.startswith("169.254.") for c in cidrs):
+            assert len(cidrs) == 1 and len(rule["ports"]) == 1, rule
+            found.add((cidrs[0], rule["ports"][0]["port"]))
+    return found
+
+
+def lb_rule(policy: dict) -> dict | None:
+    rules = [r for r in policy["spec"]["ingress"]
+             if any("ipBlock" in p for p in r.get("from", []))]
+    assert len(rules) <= 1, rules
+    return rules[0] if rules else None
 
 
 class TestOperations:
@@ -81,8 +114,8 @@ class TestOperations:
             assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
             ports = egress_ports(policy)
             assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 5432)} <= ports
-            # Workload Identity tokens come from the GKE metadata server.
-            assert jp("spec.egress[].to[].ipBlock.cidr", policy) == ["169.254.169.254/32"]
+            # Workload Identity tokens come from the GKE metadata server, in both forms.
+            assert metadata_rules(policy) == METADATA_SERVER
             db_rule = [r for r in policy["spec"]["egress"]
                        if {"protocol": "TCP", "port": 5432} in r.get("ports", [])]
             assert db_rule[0]["to"] == [{"podSelector": {"matchLabels": {
@@ -123,6 +156,51 @@ class TestOperations:
             assert ("TCP", 443) in egress_ports(policy)
         assert not [o for o in by_kind(objects, "NetworkPolicy")
                     if o["metadata"]["name"].endswith("postgresql")]
+
+    def test_network_policy_google_load_balancers(self, helm):
+        values = {"networkPolicy": {"enabled": True}}
+        assert lb_rule(get_object(render_chart(helm, values), "NetworkPolicy",
+                                  f"{FULLNAME}-server")) is None
+        values = {"networkPolicy": {"enabled": True, "allowGoogleLoadBalancers": True,
+                                    "proxyOnlySubnets": ["10.129.0.0/23"]}}
+        objects = render_chart(helm, values)
+        rule = lb_rule(get_object(objects, "NetworkPolicy", f"{FULLNAME}-server"))
+        assert [p["ipBlock"]["cidr"] for p in rule["from"]] == [*GOOGLE_LB_RANGES, "10.129.0.0/23"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+        # Only the server is behind the load balancer.
+        for component in ("migrate", "test", "postgresql"):
+            policy = get_object(objects, "NetworkPolicy", f"{FULLNAME}-{component}")
+            assert not [p for r in policy["spec"]["ingress"] for p in r.get("from", [])
+                        if "ipBlock" in p]
+
+    @pytest.mark.parametrize("route", ["ingress", "httpRoute"])
+    def test_google_load_balancers_satisfy_the_route_check(self, helm, route):
+        values = {"networkPolicy": {"enabled": True, "allowGoogleLoadBalancers": True},
+                  "ingress": {"ingress": {"enabled": True}},
+                  "httpRoute": {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}],
+                                              "hostnames": ["mlflow.example.com"]}}}[route]
+        values = merge(values, {"networkPolicy": {"enabled": True,
+                                                  "allowGoogleLoadBalancers": True}})
+        policy = get_object(render_chart(helm, values, api_versions=CRD_APIS), "NetworkPolicy",
+                            f"{FULLNAME}-server")
+        assert lb_rule(policy) is not None
+
+    def test_route_hint_is_right_for_gke(self, helm):
+        stderr = render_error(helm, {"networkPolicy": {"enabled": True},
+                                     "ingress": {"enabled": True}})
+        (line,) = [ln for ln in stderr.splitlines() if "ingress.enabled=true" in ln]
+        assert "networkPolicy.allowGoogleLoadBalancers=true" in line
+        assert "networkPolicy.proxyOnlySubnets" in line
+        # The istio-system hint is for the VirtualService only.
+        stderr = render_error(helm, {"networkPolicy": {"enabled": True},
+                                     "virtualService": {"enabled": True}},
+                              api_versions=CRD_APIS)
+        assert "istio-system" in stderr and "allowGoogleLoadBalancers" not in stderr
+
+    def test_proxy_only_subnets_need_the_switch(self, helm):
+        stderr = render_error(helm, {"networkPolicy": {"enabled": True,
+                                                       "proxyOnlySubnets": ["10.129.0.0/23"]}})
+        assert "networkPolicy.allowGoogleLoadBalancers=true" in stderr
 
     def test_network_policy_test_pod(self, helm):
         policy = get_object(render_chart(helm, {"networkPolicy": {"enabled": True}}),

@@ -81,11 +81,17 @@ value and the fix. Called once, from the server Deployment.
 {{- end }}
 
 {{- if $v.networkPolicy.enabled }}
-{{- if not $v.networkPolicy.ingressFrom }}
-{{- range $route := list "ingress" "httpRoute" "virtualService" }}
-{{- if (index $v $route).enabled }}
-{{- $errors = append $errors (printf "networkPolicy.ingressFrom is empty while %s.enabled=true: the server's NetworkPolicy would admit only pods of this namespace and drop the traffic of the controller or gateway, which runs in its own namespace. Add it, e.g. networkPolicy.ingressFrom=[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}, {podSelector: {}}]" $route) }}
+{{- if and $v.networkPolicy.proxyOnlySubnets (not $v.networkPolicy.allowGoogleLoadBalancers) }}
+{{- $errors = append $errors "networkPolicy.proxyOnlySubnets is set but networkPolicy.allowGoogleLoadBalancers=false: the subnets are admitted only with it. Set networkPolicy.allowGoogleLoadBalancers=true" }}
 {{- end }}
+{{- if not $v.networkPolicy.ingressFrom }}
+{{- range $route := list "ingress" "httpRoute" }}
+{{- if and (index $v $route).enabled (not $v.networkPolicy.allowGoogleLoadBalancers) }}
+{{- $errors = append $errors (printf "networkPolicy.ingressFrom is empty while %s.enabled=true: the server's NetworkPolicy would admit only pods of this namespace and drop the load balancer's traffic. On GKE (Ingress class gce or gce-internal, or a GKE Gateway) set networkPolicy.allowGoogleLoadBalancers=true, and networkPolicy.proxyOnlySubnets for regional or internal load balancers. With an in-cluster controller (ingress-nginx, Envoy Gateway) admit its namespace and keep this one's clients, e.g. networkPolicy.ingressFrom=[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}, {podSelector: {}}]" $route) }}
+{{- end }}
+{{- end }}
+{{- if $v.virtualService.enabled }}
+{{- $errors = append $errors "networkPolicy.ingressFrom is empty while virtualService.enabled=true: the server's NetworkPolicy would admit only pods of this namespace and drop the Istio ingress gateway's traffic. Admit its namespace and keep this one's clients, e.g. networkPolicy.ingressFrom=[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: istio-system}}}, {podSelector: {}}]" }}
 {{- end }}
 {{- if $v.metrics.serviceMonitor.enabled }}
 {{- $errors = append $errors "networkPolicy.ingressFrom is empty while metrics.serviceMonitor.enabled=true: Prometheus runs in its own namespace and could not scrape /metrics. Add its namespace to networkPolicy.ingressFrom (and {podSelector: {}} to keep this namespace's clients)" }}
