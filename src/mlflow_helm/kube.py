@@ -173,10 +173,7 @@ class Kube:
         self._put(namespace, "secrets", name, body)
 
     def delete_secret(self, namespace: str, name: str) -> bool:
-        found, _ = self._unless_absent(
-            lambda: self._request("DELETE", _object_path(namespace, "secrets", name)),
-            f"delete secret {namespace}/{name}")
-        return found
+        return self.delete_object(namespace, "secrets", name)
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         found, cm = self._unless_absent(
@@ -192,10 +189,7 @@ class Kube:
         self._put(namespace, "configmaps", name, body)
 
     def delete_configmap(self, namespace: str, name: str) -> bool:
-        found, _ = self._unless_absent(
-            lambda: self._request("DELETE", _object_path(namespace, "configmaps", name)),
-            f"delete configmap {namespace}/{name}")
-        return found
+        return self.delete_object(namespace, "configmaps", name)
 
     def list_labelled(self, namespace: str, kind: str, selector: str) -> list[dict]:
         """Objects of `kind` (secrets, persistentvolumeclaims, ...) whose labels match an
