@@ -207,14 +207,18 @@ class TestDeployment:
     def test_static_prefix_and_probes(self, helm):
         c = server(helm, {"server": {"staticPrefix": "/mlflow"}})
         assert "--static-prefix=/mlflow" in c["args"]
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        for probe in ("startupProbe", "livenessProbe"):
             assert c[probe]["httpGet"] == {"path": "/mlflow/health", "port": "http"}
+        # Readiness waits for warm workers (files/sitecustomize.py answers this path).
+        assert c["readinessProbe"]["httpGet"] == {"path": "/mlflow/health/ready", "port": "http"}
+        assert env_value(c, "MLFLOW_HELM_READY_PATH") == "/mlflow/health/ready"
 
     def test_probes_on_health_by_default(self, helm):
         c = server(helm)
         assert not any(a.startswith("--static-prefix") for a in c["args"])
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        for probe in ("startupProbe", "livenessProbe"):
             assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
         assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 60
 
     def test_metrics(self, helm):
@@ -318,7 +322,23 @@ class TestDeployment:
 
     def test_thread_limit_off_by_default(self, helm):
         env = env_of(server(helm))
-        assert "MLFLOW_HELM_THREAD_LIMIT" not in env and "PYTHONPATH" not in env
+        assert "MLFLOW_HELM_THREAD_LIMIT" not in env
+
+    def test_warm_workers_by_default(self, helm):
+        spec = pod_spec(helm, {"server": {"workers": 3}})
+        c = container(spec, "mlflow")
+        assert env_value(c, "PYTHONPATH") == "/opt/mlflow-helm"  # loads sitecustomize.py
+        assert env_value(c, "MLFLOW_HELM_WARMUP") == "true"
+        assert env_value(c, "MLFLOW_HELM_WORKERS") == "3"  # readiness counts all of them
+        assert env_value(c, "MLFLOW_HELM_WARM_DIR").startswith("/tmp/")  # the /tmp volume
+        for init in spec["initContainers"]:
+            assert "MLFLOW_HELM_WARMUP" not in env_of(init)
+
+    def test_warm_workers_off(self, helm):
+        c = server(helm, {"server": {"warmup": {"enabled": False}}})
+        env = env_of(c)
+        assert "MLFLOW_HELM_WARMUP" not in env and "PYTHONPATH" not in env
+        assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
 
     def test_thread_limit_through_sitecustomize(self, helm):
         spec = pod_spec(helm, {"server": {"threadLimit": 8},

@@ -227,6 +227,11 @@ class Release:
         servers = [pod.start(pod.container("mlflow")) for pod in self.server_pods]
         for pod, server, port in zip(self.server_pods, servers, self.ports, strict=True):
             self.timings["startup"] = wait_probe(server, pod.container("mlflow"), port)
+            # The Service sends traffic only to Ready pods: wait for readiness too (with
+            # server.warmup it passes once every worker has built its stores).
+            self.timings["ready"] = wait_probe(
+                server, pod.container("mlflow"), port, probe="readinessProbe"
+            )
         self.server = servers[0]
         return self
 

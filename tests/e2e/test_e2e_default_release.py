@@ -4,12 +4,13 @@ server, a real MLflow client workload, and the migration step run again (it must
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
 import pytest
 from e2e_client import run_client
-from e2e_kube import POD_IP
+from e2e_kube import POD_IP, http_get
 from e2e_release import Release, Services
 
 API = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
@@ -42,6 +43,22 @@ def test_server_runs_the_rendered_settings(release: Release) -> None:
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg://mlflow@127.0.0.1:")
     assert "--workers=2" in release.server_args()
+
+
+def test_every_worker_is_warm_before_it_serves(release: Release) -> None:
+    """server.warmup: each uvicorn worker builds MLflow's stores and queries the database
+    right after uvicorn loads the app (files/sitecustomize.py), which is before uvicorn logs
+    "Started server process [pid]" and starts accepting (uvicorn/server.py `_serve`), and the
+    readiness path counts the warm workers."""
+    log = release.server.output()
+    warm = re.findall(r"mlflow-helm: worker (\d+) warm \(stores built, database reached\)", log)
+    assert len(set(warm)) == 2, log[-3000:]
+    for pid in warm:
+        assert log.index(f"worker {pid} warm") < log.index(f"Started server process [{pid}]")
+    probe = release.server_pod.container("mlflow")["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/health/ready"
+    status, body = http_get(release.port, probe["path"], f"{POD_IP}:5000")
+    assert (status, body) == (200, b"ready: 2/2 workers warm\n")
 
 
 ACCEPTED_HOSTS = [
