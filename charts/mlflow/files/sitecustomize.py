@@ -10,8 +10,9 @@ instead, and each worker needs fewer database connections (a log-batch call hold
 
 The chart mounts this file in the server container and puts its directory on PYTHONPATH, so
 every Python process there imports it at start-up. It only changes the limit when
-MLFLOW_HELM_THREAD_LIMIT is set (and warms workers when MLFLOW_HELM_WARMUP=true); if anyio is not shaped as expected it changes nothing and says
-so on stderr: the server then runs with anyio's default.
+MLFLOW_HELM_THREAD_LIMIT is set (and warms workers when MLFLOW_HELM_WARMUP=true); if anyio
+(or uvicorn) is not shaped as expected it changes nothing and says so on stderr: the server
+then runs with anyio's default (and cold workers).
 """
 
 from __future__ import annotations
