@@ -6,6 +6,7 @@ it as text or JSON.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -276,6 +277,8 @@ def save_record(ctx: Context, planned) -> None:
         if c.kind == "namespace" and c.action == CREATE and not c.data.get("done"):
             ctx.kube.create_namespace(opts.namespace)
             c.data["done"] = True
+    if ctx.lock is not None and not ctx.lock.held:
+        ctx.lock.acquire()  # the namespace exists now; nothing else has changed yet
     opts.applied_values = user_layer(opts) or {}
     new = records.update(ctx.record, opts, changes)
     if ctx.record is not None and new.to_json() | {"updated": ""} == \
@@ -285,7 +288,28 @@ def save_record(ctx: Context, planned) -> None:
     ctx.record = new
 
 
+@contextlib.contextmanager
+def locked(ctx: Context):
+    """Hold the release's Lease for the whole run (lock.py); reads-only runs take none."""
+    from .lock import Lock
+
+    if ctx.opts.dry_run:
+        yield
+        return
+    ctx.lock = Lock(ctx.kube, ctx.opts.namespace, ctx.opts.release, say=ctx.say)
+    ctx.lock.acquire()  # False: no namespace yet; taken once the install creates it
+    try:
+        yield
+    finally:
+        ctx.lock.release()
+
+
 def do_install(ctx: Context, on_plan=None, confirm=None) -> Result:
+    with locked(ctx):
+        return _install(ctx, on_plan, confirm)
+
+
+def _install(ctx: Context, on_plan=None, confirm=None) -> Result:
     """Preflight, plan, apply (each step once the steps it needs are done), test.
 
     `on_plan` sees the plan before anything changes (the CLI prints it there); `confirm`
@@ -440,6 +464,12 @@ def do_render(ctx: Context, create_secrets: bool = False) -> Result:
 
 def do_uninstall(ctx: Context, purge: bool, confirm, on_plan=None,
                  delete_artifacts: bool = False) -> Result:
+    with locked(ctx):
+        return _uninstall(ctx, purge, confirm, on_plan, delete_artifacts)
+
+
+def _uninstall(ctx: Context, purge: bool, confirm, on_plan=None,
+               delete_artifacts: bool = False) -> Result:
     """Remove the release. The install record says what else is its own: plain uninstall
     lists what is kept (what really exists); purge (confirmed) deletes what this release
     created and nothing it adopted (purge.py)."""

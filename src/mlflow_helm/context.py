@@ -48,6 +48,8 @@ class Context:
     db_connector: Any = None
     # The release's install record (record.py), read at the start of the command.
     record: Any = None
+    # The run's lock (lock.py), when the command holds one.
+    lock: Any = None
     _adapters: dict = field(default_factory=dict)
     _reads: dict = field(default_factory=dict)
     _reads_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -210,3 +210,39 @@ class Kube:
             lambda: self._request("DELETE", _object_path(namespace, kind, name)),
             f"delete {kind[:-1]} {namespace}/{name}")
         return found
+
+    # Leases (the run's lock, lock.py) ---------------------------------------------------
+    def _lease_call(self, method: str, path: str, body: dict | None, what: str
+                    ) -> tuple[int, dict]:
+        """(status, object): 404 and 409 are answers here, not errors."""
+        try:
+            return 200, self._call(lambda: self._request(method, path, body), what)
+        except Exception as exc:
+            if _status(exc) in (404, 409):
+                return _status(exc), {}
+            raise
+
+    @staticmethod
+    def _leases(namespace: str) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace)}/leases"
+
+    def create_lease(self, namespace: str, body: dict) -> tuple[int, dict]:
+        return self._lease_call("POST", self._leases(namespace), body,
+                                f"create lease {namespace}/{body['metadata']['name']}")
+
+    def get_lease(self, namespace: str, name: str) -> dict | None:
+        status, obj = self._lease_call("GET", f"{self._leases(namespace)}/{quote(name)}",
+                                       None, f"read lease {namespace}/{name}")
+        return obj if status == 200 else None
+
+    def replace_lease(self, namespace: str, name: str, body: dict) -> tuple[int, dict]:
+        """PUT with the resourceVersion in body.metadata: 409 when it is stale."""
+        return self._lease_call("PUT", f"{self._leases(namespace)}/{quote(name)}", body,
+                                f"replace lease {namespace}/{name}")
+
+    def delete_lease(self, namespace: str, name: str, resource_version: str) -> int:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1",
+                "preconditions": {"resourceVersion": resource_version}}
+        status, _ = self._lease_call("DELETE", f"{self._leases(namespace)}/{quote(name)}",
+                                     body, f"delete lease {namespace}/{name}")
+        return status

@@ -33,6 +33,8 @@ from .http import serve_json, url_of
 NS_PATH = re.compile(r"^/api/v1/namespaces(/(?P<ns>[^/]+))?$")
 OBJ_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/"
                       r"(?P<kind>secrets|configmaps|persistentvolumeclaims)(/(?P<name>[^/]+))?$")
+LEASE_PATH = re.compile(r"^/apis/coordination.k8s.io/v1/namespaces/(?P<ns>[^/]+)/leases"
+                        r"(/(?P<name>[^/]+))?$")
 KINDS = {"secrets": "Secret", "configmaps": "ConfigMap",
          "persistentvolumeclaims": "PersistentVolumeClaim"}
 
@@ -48,7 +50,16 @@ def _key(method: str, path: str, body: dict) -> str:
     match = NS_PATH.match(path)
     if match:
         return f"ns/{match['ns']}" if match["ns"] else "ns"
+    match = LEASE_PATH.match(path)
+    if match:
+        return f"ns/{match['ns']}/leases/{match['name'] or ''}"
     return path.strip("/") or "/"
+
+
+def is_lock(call) -> bool:
+    """A call on the run's lock (a Lease, src/mlflow_helm/lock.py): every install and
+    uninstall takes and gives back its Lease, which changes nothing of the release."""
+    return "/leases/" in call.key
 
 
 def _status(code: int, reason: str, message: str) -> dict:
@@ -76,7 +87,11 @@ class FakeKube:
             self.server.server_close()
 
     def mutating_calls(self) -> list[Call]:
-        return [c for c in self.calls if c.mutating]
+        """Mutating calls, without the lock's (see is_lock; lock_calls() has those)."""
+        return [c for c in self.calls if c.mutating and not is_lock(c)]
+
+    def lock_calls(self) -> list[Call]:
+        return [c for c in self.calls if is_lock(c)]
 
     def handle(self, method: str, raw_path: str, raw: bytes, headers=None):
         url = urlsplit(raw_path)
@@ -129,6 +144,9 @@ class FakeKube:
                 self.namespaces[name] = self._meta({**body, "kind": "Namespace",
                                                     "apiVersion": "v1"})
                 return 201, self.namespaces[name], "namespaces.create"
+        match = LEASE_PATH.match(path)
+        if match:
+            return self._lease(method, match["ns"], match["name"], body)
         match = OBJ_PATH.match(path)
         if match:
             ns, kind, name = match["ns"], match["kind"], match["name"]
@@ -173,6 +191,54 @@ class FakeKube:
                     return 200, gone, op  # the API answers a claim's DELETE with the claim
                 return 200, _status(200, "", "deleted") | {"status": "Success"}, op
         return 404, _status(404, "NotFound", f"no route {method} {path}"), "unknown"
+
+    def _lease(self, method: str, ns: str, name: str | None, body: dict):
+        """coordination.k8s.io/v1 Leases with the API server's optimistic concurrency
+        (https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions): a
+        PUT whose metadata.resourceVersion is not the current one gets 409 Conflict with
+        the apiserver's OptimisticLockErrorMsg (k8s.io/apiserver
+        pkg/registry/generic/registry/store.go), and so does a DELETE whose
+        preconditions.resourceVersion is stale (pkg/storage Preconditions.Check)."""
+        op = f"leases.{method.lower()}"
+        key = ("leases", ns, name or (body.get("metadata") or {}).get("name", ""))
+        resource = f'leases.coordination.k8s.io "{key[2]}"'
+        if method == "POST":
+            if ns not in self.namespaces:
+                return 404, _status(404, "NotFound", f'namespaces "{ns}" not found'), op
+            if key in self.objects:
+                return 409, _status(409, "AlreadyExists", f"{resource} already exists"), op
+            body.setdefault("metadata", {})["namespace"] = ns
+            self.objects[key] = self._meta({**body, "kind": "Lease",
+                                            "apiVersion": "coordination.k8s.io/v1"})
+            return 201, copy.deepcopy(self.objects[key]), op
+        if key not in self.objects:
+            return 404, _status(404, "NotFound", f"{resource} not found"), op
+        current = self.objects[key]["metadata"]["resourceVersion"]
+        if method == "GET":
+            return 200, copy.deepcopy(self.objects[key]), op
+        if method == "PUT":
+            sent = (body.get("metadata") or {}).get("resourceVersion")
+            if sent and sent != current:
+                return 409, _status(409, "Conflict", f"Operation cannot be fulfilled on "
+                                    f"{resource}: the object has been modified; please apply "
+                                    "your changes to the latest version and try again"), op
+            self.objects[key] = self._meta({**body, "kind": "Lease",
+                                            "apiVersion": "coordination.k8s.io/v1"})
+            return 200, copy.deepcopy(self.objects[key]), op
+        if method == "DELETE":
+            sent = (body.get("preconditions") or {}).get("resourceVersion")
+            if sent and sent != current:
+                return 409, _status(409, "Conflict", f"Operation cannot be fulfilled on "
+                                    f"{resource}: Precondition failed: ResourceVersion in "
+                                    f"precondition: {sent}, ResourceVersion in object meta: "
+                                    f"{current}"), op
+            del self.objects[key]
+            return 200, _status(200, "", "deleted") | {"status": "Success"}, op
+        return 405, _status(405, "MethodNotAllowed", method), op
+
+    def lease(self, ns: str, name: str) -> dict | None:
+        obj = self.objects.get(("leases", ns, name))
+        return copy.deepcopy(obj) if obj else None
 
     def add_claim(self, ns: str, name: str, labels: dict, annotations: dict | None = None,
                   size: str = "8Gi") -> None:
