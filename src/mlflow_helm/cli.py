@@ -88,7 +88,7 @@ def cloud_options(fn):
                      show_default=True, help="gsa: a Google service account via Workload "
                      "Identity; direct: roles go to the Kubernetes ServiceAccount's principal."),
         click.option("--gsa", default="", help="Google service account name or email "
-                     "(default: the release's full name, e.g. mlflow)."),
+                     "(default: mlflow-NAMESPACE-RELEASE, cut to 30 characters)."),
         click.option("-f", "--values", "values_files", multiple=True,
                      type=click.Path(exists=True, dir_okay=False),
                      help="Values file layered over the computed values (repeatable)."),

@@ -188,6 +188,13 @@ def from_record(ctx: Context) -> list[tuple]:
     opts = ctx.opts
     ctx.record = records.load(ctx.kube, opts.namespace, opts.release)
     changed = records.merge_settings(opts, ctx.record)
+    if ctx.record is not None and not opts.gsa:
+        # A release recorded before the default account name was per release keeps the
+        # account it runs as: the name comes from the record, not from today's default.
+        recorded = [r["name"] for r in ctx.record.resources
+                    if r["kind"] == "google service account"]
+        if recorded:
+            opts.recorded_gsa = recorded[0]
     if ctx.record is not None:
         for derived in ("bucket_name", "bucket_path", "instance_project", "instance_region",
                         "instance_name"):
@@ -198,6 +205,16 @@ def from_record(ctx: Context) -> list[tuple]:
 
 
 FOREIGN = ("cloud sql database", "cloud sql user", "cloud sql iam user")
+
+
+def _default_account(ctx: Context, change: Change) -> bool:
+    """The default-named Google service account exists but is not this release's: someone
+    made it by hand or another release records it. Using it would add our Workload Identity
+    binding to an account we do not own, so it needs --adopt (a --gsa the user named is that
+    choice made explicitly)."""
+    given = ctx.opts.given
+    return change.kind == "google service account" and given is not None and \
+        "gsa" not in given and not ctx.opts.gsa and not ctx.opts.recorded_gsa
 
 
 def mark_ownership(ctx: Context, changes: list[Change], refuse: bool) -> None:
@@ -212,7 +229,7 @@ def mark_ownership(ctx: Context, changes: list[Change], refuse: bool) -> None:
         origin = rec.origin(change.kind, change.name) if rec else None
         if origin:
             continue
-        if change.kind in FOREIGN and not ctx.opts.adopt:
+        if (change.kind in FOREIGN or _default_account(ctx, change)) and not ctx.opts.adopt:
             foreign.append(change)
             change.detail = "; ".join(filter(None, [
                 change.detail, "exists, not in this release's install record: --adopt "
@@ -225,9 +242,9 @@ def mark_ownership(ctx: Context, changes: list[Change], refuse: bool) -> None:
         raise BadFlag(
             f"{names} already exist(s) and are not in the install record of "
             f"{ctx.opts.namespace}/{ctx.opts.release} (another release's, or made by hand)",
-            "pass --database-name/--db-user for names of this release's own (the default, "
-            "mlflow_NAMESPACE_RELEASE, is per release), or --adopt to use them; purge never "
-            "deletes what was adopted")
+            "pass --database-name/--db-user/--gsa for names of this release's own (the "
+            "defaults, mlflow_NAMESPACE_RELEASE and mlflow-NAMESPACE-RELEASE, are per "
+            "release), or --adopt to use them; purge never deletes what was adopted")
 
 
 def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:

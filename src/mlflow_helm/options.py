@@ -92,6 +92,8 @@ class Options:
     # The Options fields the user passed (flag or environment); None: all of them (callers
     # that build Options themselves). A re-run takes the others from the install record.
     given: set[str] | None = None
+    # The account an install record names when --gsa was never passed (commands.from_record).
+    recorded_gsa: str = ""
     # The user's -f/--set layer taken from the install record (no -f/--set given).
     recorded_values: dict | None = None
     # The user layer this run applied (written to the record).
@@ -131,7 +133,7 @@ class Options:
 
     @property
     def gsa_name(self) -> str:
-        return self.gsa or self.fullname
+        return self.gsa or self.recorded_gsa or default_gsa_name(self.namespace, self.release)
 
     @property
     def gsa_email(self) -> str:
@@ -178,6 +180,19 @@ def default_db_names(namespace: str, release: str) -> tuple[str, str]:
         return base if len(base) <= limit else f"{base[:limit - 9]}_{digest}"
 
     return cut(63), cut(32)
+
+
+def default_gsa_name(namespace: str, release: str) -> str:
+    """The Google service account of a release that names none: `mlflow-NAMESPACE-RELEASE`,
+    cut to IAM's 30 characters with a hash of the whole (as the database names are), so two
+    releases in one project never share an identity: purging one cannot delete the account
+    the other's pods run as, and neither changes the other's Workload Identity bindings."""
+    import hashlib
+
+    base = f"mlflow-{namespace}-{release}"
+    if len(base) <= 30:
+        return base
+    return f"{base[:21].rstrip('-')}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
 
 
 GO_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
@@ -328,7 +343,4 @@ def validate(opts: Options) -> Options:
         raise _bad("--location", opts.location, "not a region or zone")
     if opts.cluster and not CLUSTER_RE.match(opts.cluster):
         raise _bad("--cluster", opts.cluster, "not a GKE cluster name")
-    if opts.uses_gcp and opts.needs_gsa and not opts.gsa and not GSA_RE.match(opts.fullname):
-        raise BadFlag(f"the default Google service account name {opts.fullname!r} is not valid",
-                      "pass --gsa NAME (6-30 lowercase letters, digits and '-')")
     return opts

@@ -22,7 +22,7 @@ from tests.cli.conftest import PROJECT
 from tests.fakes.gcs import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-IAM_USER = f"mlflow@{PROJECT}.iam"
+IAM_USER = f"mlflow-mlflow-mlflow@{PROJECT}.iam"
 
 
 def as_postgres(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ from tests.fakes.kube import is_lock
 
 # The derived default database and user of release mlflow in namespace mlflow.
 DB = "mlflow_mlflow_mlflow"
-GSA = f"mlflow@{PROJECT}.iam.gserviceaccount.com"
+GSA = f"mlflow-mlflow-mlflow@{PROJECT}.iam.gserviceaccount.com"
 KSA_MEMBER = f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/mlflow]"
 
 
@@ -116,7 +116,7 @@ def test_cloudsql_iam_postgres_grants_once(world):
     ctx.db_connector = connector
     result = do_install(ctx)
     _, values = upgrade_call(world)
-    user = f"mlflow@{PROJECT}.iam"
+    user = f"mlflow-mlflow-mlflow@{PROJECT}.iam"
     assert values["database"]["cloudsql"] == {
         "instanceConnectionName": f"{PROJECT}:europe-west1:pg", "engine": "postgres",
         "auth": "iam", "ipType": "private", "database": DB, "user": user}

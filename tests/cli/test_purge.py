@@ -27,7 +27,7 @@ A = dict(database="cloudsql", cloudsql_instance="pg", bucket="gs://team-a-artifa
 B = dict(namespace="team-b", database="cloudsql", cloudsql_instance="pg",
          gsa="team-b-mlflow", skip_tests=True)
 DB_A, DB_B = "mlflow_mlflow_mlflow", "mlflow_team_b_mlflow"
-GSA_A = f"mlflow@{PROJECT}.iam.gserviceaccount.com"
+GSA_A = f"mlflow-mlflow-mlflow@{PROJECT}.iam.gserviceaccount.com"
 GSA_B = f"team-b-mlflow@{PROJECT}.iam.gserviceaccount.com"
 # The chart's labels on what `helm uninstall` leaves (charts/mlflow/templates/_helpers.tpl).
 PG_LABELS = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "mlflow",

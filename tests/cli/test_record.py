@@ -154,3 +154,77 @@ def test_another_releases_database_and_user_need_adopt(world):
     assert "--adopt" in result.output
     assert len(world.mutating()) == mutations
     assert world.google.state.users[(PROJECT, "pg")][("mlflow_mlflow_mlflow", "")] == before
+
+
+def wi_members(world, email: str) -> list[str]:
+    policy = world.google.state.accounts[email]["policy"]
+    return sorted(m for b in policy.get("bindings", [])
+                  if b["role"] == "roles/iam.workloadIdentityUser" for m in b["members"])
+
+
+def test_releases_in_two_namespaces_get_their_own_service_accounts(world):
+    """The default Google service account is per release (mlflow-NAMESPACE-RELEASE, as the
+    database names are): purging one release cannot delete the identity the other runs as."""
+    a = f"mlflow-mlflow-mlflow@{PROJECT}.iam.gserviceaccount.com"
+    b = f"mlflow-team-b-mlflow@{PROJECT}.iam.gserviceaccount.com"
+    do_install(world.context(database="cloudsql", cloudsql_instance="pg", skip_tests=True))
+    do_install(world.context(namespace="team-b", database="cloudsql", cloudsql_instance="pg",
+                             skip_tests=True))
+    assert wi_members(world, a) == [f"serviceAccount:{PROJECT}.svc.id.goog[mlflow/mlflow]"]
+    assert wi_members(world, b) == [f"serviceAccount:{PROJECT}.svc.id.goog[team-b/mlflow]"]
+    purged = run(world, "uninstall", "--purge", "--yes")
+    assert purged.exit_code == 0, purged.output
+    assert a not in world.google.state.accounts and b in world.google.state.accounts
+    assert wi_members(world, b) == [f"serviceAccount:{PROJECT}.svc.id.goog[team-b/mlflow]"]
+
+
+def test_a_long_namespace_and_release_give_a_valid_account_name(world):
+    """IAM account ids are 6-30 characters, [a-z][-a-z0-9]*[a-z0-9] (iam v1 discovery
+    document, projects.serviceAccounts.create accountId): the default is cut with a hash."""
+    from mlflow_helm.options import GSA_RE, default_gsa_name
+
+    long_a = default_gsa_name("data-science-platform", "tracking-server-a")
+    long_b = default_gsa_name("data-science-platform", "tracking-server-b")
+    assert long_a != long_b and len(long_a) == len(long_b) == 30
+    assert GSA_RE.match(long_a) and GSA_RE.match(long_b)
+    assert default_gsa_name("mlflow", "mlflow") == "mlflow-mlflow-mlflow"
+
+
+def test_a_service_account_made_by_hand_with_the_default_name_needs_adopt(world):
+    """An account that exists under the default name and is not in the record is someone
+    else's: binding our Kubernetes ServiceAccount to it needs --adopt; then purge keeps it."""
+    email = f"mlflow-gke-mlflow@{PROJECT}.iam.gserviceaccount.com"
+    world.context(local=True).iam.create_service_account(PROJECT, "mlflow-gke-mlflow", "hand")
+    mutations = len(world.mutating())
+    refused = run(world, *FIRST)
+    assert refused.exit_code == 2, refused.output
+    assert f"google service account {email} already exist(s) and are not in the install " \
+        "record of gke/mlflow" in refused.output
+    assert len(world.mutating()) == mutations
+    assert wi_members(world, email) == []
+    adopted = run(world, *FIRST, "--adopt")
+    assert adopted.exit_code == 0, adopted.output
+    assert {"kind": "google service account", "name": email, "origin": "adopted"}.items() <= \
+        next(r for r in record_of(world)["resources"]
+             if r["kind"] == "google service account").items()
+    purged = run(world, "uninstall", "-n", "gke", "--purge", "--yes")
+    assert purged.exit_code == 0, purged.output
+    assert email in world.google.state.accounts and wi_members(world, email) == []
+
+
+def test_a_release_recorded_with_another_default_account_keeps_it(world):
+    """A record whose settings name no --gsa but whose resources hold the account the release
+    runs as (an install made when the default was the release's full name) keeps that
+    account on a re-run: nothing to do, no new account."""
+    first = run(world, *FIRST, "--gsa", "mlflow")
+    assert first.exit_code == 0, first.output
+    key = ("secrets", "gke", "mlflow-helm.install.v1.mlflow")
+    stored = world.kube.objects[key]
+    record = json.loads(base64.b64decode(stored["data"]["record.json"]))
+    record["settings"]["gsa"] = ""
+    stored["data"]["record.json"] = base64.b64encode(json.dumps(record).encode()).decode()
+    accounts = set(world.google.state.accounts)
+    again = run(world, "install", "-n", "gke", "--skip-tests")
+    assert again.exit_code == 0, again.output
+    assert "nothing to do" in again.output
+    assert set(world.google.state.accounts) == accounts

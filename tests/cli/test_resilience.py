@@ -192,7 +192,8 @@ def test_iam_auth_crash_after_a_step_then_rerun_converges(world, crash_after):
     state = end_state(world, bucket=False)
     assert state["google"]["flags"][f"{PROJECT}:pg"] == [("cloudsql.iam_authentication", "on")]
     assert state["google"]["users"][f"{PROJECT}:pg"] == [
-        (f"mlflow@{PROJECT}.iam", "CLOUD_IAM_SERVICE_ACCOUNT"), ("postgres", "BUILT_IN")]
+        (f"mlflow-mlflow-mlflow@{PROJECT}.iam", "CLOUD_IAM_SERVICE_ACCOUNT"),
+        ("postgres", "BUILT_IN")]
     assert ("configmaps", "mlflow", "mlflow-db-grant") in state["kube"]
     assert state["release"]["mlflow/mlflow"][0] == 1
     # The marker is written with the grant, so whatever the crash, the grant ran once.
@@ -287,7 +288,8 @@ def test_iam_grant_without_cloud_sql_proxy_fails_before_any_change(world, monkey
     with pytest.raises(UserError) as err:
         do_install(world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam"))
     assert "`cloud-sql-proxy` is not on PATH" in err.value.message
-    assert f'GRANT USAGE, CREATE ON SCHEMA public TO "mlflow@{PROJECT}.iam"' in err.value.hint
+    grant = f'GRANT USAGE, CREATE ON SCHEMA public TO "mlflow-mlflow-mlflow@{PROJECT}.iam"'
+    assert grant in err.value.hint
     assert world.mutating() == []
 
 
