@@ -85,6 +85,8 @@ class Result:
     elapsed: float = 0.0
     # Recorded settings this run changes: (flag, recorded, new).
     settings: list[tuple] = field(default_factory=list)
+    # The install record's settings as flags (empty without a record).
+    recorded: list[str] = field(default_factory=list)
 
     def _change_json(self, change: Change) -> dict[str, Any]:
         out = change.to_json()
@@ -108,6 +110,7 @@ class Result:
             "nextSteps": self.next_steps,
             "settingChanges": [{"flag": f, "recorded": old, "new": new}
                                for f, old, new in self.settings],
+            "recordedSettings": self.recorded,
             "elapsedSeconds": round(self.elapsed, 2),
         }
         if self.manifests:
@@ -255,6 +258,7 @@ def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:
     result = _new_result(ctx, command)
     result.project = ctx.opts.project
     result.settings = changed
+    result.recorded = records.recorded_flags(ctx.record)
     result.changes = [c for _, changes in planned for c in changes]
     mark_ownership(ctx, result.changes, refuse=command == "install" and not ctx.opts.dry_run)
     result.values = compute_values(ctx)

@@ -31,6 +31,8 @@ def print_changes(result, title: str = "") -> None:
     if result.project:
         where += f", project {result.project}"
     click.echo(f"{title} for {where}:")
+    if result.recorded and (result.command == "plan" or result.dry_run):
+        click.echo(f"  settings (install record): {' '.join(result.recorded)}")
     if result.settings:
         from .record import setting_lines
 

@@ -149,6 +149,25 @@ def _same(name: str, old, new) -> bool:
     return old == new
 
 
+def recorded_flags(record: Record | None) -> list[str]:
+    """The record's settings as the flags that would set them (defaults left out): what a
+    re-run without flags applies, and the command line to write down for CI."""
+    if record is None:
+        return []
+    from dataclasses import fields
+
+    from .options import Options
+
+    defaults = {f.name: f.default for f in fields(Options) if f.name in SETTINGS}
+    out = []
+    for name, flag in SETTINGS.items():
+        value = record.settings.get(name)
+        if value in (None, "", False) or value == defaults.get(name):
+            continue
+        out.append(flag if value is True else f"{flag} {value}")
+    return out
+
+
 def setting_lines(changed: list[tuple[str, Any, Any]]) -> list[str]:
     def show(value):
         return "(none)" if value in ("", None) else str(value).lower() if isinstance(

@@ -228,3 +228,22 @@ def test_a_release_recorded_with_another_default_account_keeps_it(world):
     assert again.exit_code == 0, again.output
     assert "nothing to do" in again.output
     assert set(world.google.state.accounts) == accounts
+
+
+def test_plan_shows_the_recorded_settings_as_flags(world):
+    """`plan` (the refusal's hint points to it) prints what a bare re-run applies, as the
+    flags to write down for CI; the defaults are left out."""
+    first = run(world, *FIRST)
+    assert first.exit_code == 0, first.output
+    plan = run(world, "plan", "-n", "gke")
+    assert plan.exit_code == 0, plan.output
+    # The record keeps what the run resolved too (project and cluster from the context, the
+    # derived database names), so a re-run from another context still targets this release.
+    flags = ["--project my-proj", "--cluster prod", "--location europe-west1",
+             "--database cloudsql", "--cloudsql-instance pg",
+             "--database-name mlflow_gke_mlflow", "--db-user mlflow_gke_mlflow",
+             "--bucket gs://acme-mlflow-artifacts", "--create-bucket"]
+    assert f"  settings (install record): {' '.join(flags)}\n" in plan.output
+    as_json = run(world, "plan", "-n", "gke", "-o", "json")
+    assert json.loads(as_json.stdout)["recordedSettings"] == flags
+    assert "settings (install record)" not in run(world, "install", "-n", "gke").output
