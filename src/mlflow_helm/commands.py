@@ -87,6 +87,8 @@ class Result:
     settings: list[tuple] = field(default_factory=list)
     # The install record's settings as flags (empty without a record).
     recorded: list[str] = field(default_factory=list)
+    # The plan was printed before applying (on_plan): the text output then sums up.
+    shown: bool = False
 
     def _change_json(self, change: Change) -> dict[str, Any]:
         out = change.to_json()
@@ -525,6 +527,7 @@ def _uninstall(ctx: Context, purge: bool, confirm, on_plan=None,
             return result
         if on_plan:
             on_plan(result)
+            result.shown = True
         if planned and not opts.yes and not confirm(
                 f"Delete {'the release and ' if installed else ''}the {len(planned)} "
                 "resource(s) listed above? Their data will be lost."):

@@ -81,6 +81,14 @@ def print_result(result, output: str) -> None:
         counts = summary(result.changes)
         click.echo(f"Applied: {counts['create']} created, {counts['update']} updated, "
                    f"{counts['unchanged']} unchanged.")
+    elif result.command == "uninstall" and result.shown:
+        # The list was printed as the plan just before; say how it went.
+        counts = summary(result.changes)
+        gone = f", {counts['unchanged']} already gone" if counts["unchanged"] else ""
+        click.echo(f"Deleted: {counts['delete']}{gone}.")
+        for change in result.changes:
+            if change.action != "delete":
+                click.echo(f"  {change.line()}")
     elif result.command not in ("test", "publish"):
         print_changes(result)
     if result.tests is not None:

@@ -80,6 +80,9 @@ def test_purge_of_one_release_leaves_the_others_database_user_and_secret(world):
     secret_b = world.kube.secret("team-b", "mlflow-db")
     result = run(world, "uninstall", "--purge", "--yes")
     assert result.exit_code == 0, result.output
+    # The plan is printed once, before deleting; afterwards a sum, not the list again.
+    assert result.output.count("- delete    cloud sql database") == 1
+    assert "\nDeleted: 10.\n" in result.output  # the plan's 10, release and bucket included
     # Database before user: the user owned MLflow's tables, and Cloud SQL accepted both.
     assert DB_A not in world.google.state.databases[(PROJECT, "pg")]
     assert DB_A not in users(world)
