@@ -198,7 +198,11 @@ class FakeKube:
         PUT whose metadata.resourceVersion is not the current one gets 409 Conflict with
         the apiserver's OptimisticLockErrorMsg (k8s.io/apiserver
         pkg/registry/generic/registry/store.go), and so does a DELETE whose
-        preconditions.resourceVersion is stale (pkg/storage Preconditions.Check)."""
+        preconditions.resourceVersion is stale: k8s.io/apiserver pkg/storage/interfaces.go
+        Preconditions.Check returns "Precondition failed: ResourceVersion in precondition:
+        %v, ResourceVersion in object meta: %v" as an InvalidObjError, which
+        pkg/storage/errors.go InterpretDeleteError turns into errors.NewConflict (409,
+        "Operation cannot be fulfilled on <resource> \"<name>\": <that message>")."""
         op = f"leases.{method.lower()}"
         key = ("leases", ns, name or (body.get("metadata") or {}).get("name", ""))
         resource = f'leases.coordination.k8s.io "{key[2]}"'
