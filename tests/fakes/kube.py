@@ -201,7 +201,7 @@ class FakeKube:
         preconditions.resourceVersion is stale: k8s.io/apiserver pkg/storage/interfaces.go
         Preconditions.Check returns "Precondition failed: ResourceVersion in precondition:
         %v, ResourceVersion in object meta: %v" as an InvalidObjError, which
-        pkg/storage/errors.go InterpretDeleteError turns into errors.NewConflict (409,
+        pkg/storage/errors/storage.go InterpretDeleteError turns into errors.NewConflict (409,
         "Operation cannot be fulfilled on <resource> \"<name>\": <that message>")."""
         op = f"leases.{method.lower()}"
         key = ("leases", ns, name or (body.get("metadata") or {}).get("name", ""))
