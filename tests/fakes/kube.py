@@ -206,15 +206,23 @@ class FakeKube:
         op = f"leases.{method.lower()}"
         key = ("leases", ns, name or (body.get("metadata") or {}).get("name", ""))
         resource = f'leases.coordination.k8s.io "{key[2]}"'
+
+        def store() -> dict:
+            self.objects[key] = self._meta({**body, "kind": "Lease",
+                                            "apiVersion": "coordination.k8s.io/v1"})
+            return copy.deepcopy(self.objects[key])
+
+        def conflict(why: str):
+            return 409, _status(409, "Conflict",
+                                f"Operation cannot be fulfilled on {resource}: {why}"), op
+
         if method == "POST":
             if ns not in self.namespaces:
                 return 404, _status(404, "NotFound", f'namespaces "{ns}" not found'), op
             if key in self.objects:
                 return 409, _status(409, "AlreadyExists", f"{resource} already exists"), op
             body.setdefault("metadata", {})["namespace"] = ns
-            self.objects[key] = self._meta({**body, "kind": "Lease",
-                                            "apiVersion": "coordination.k8s.io/v1"})
-            return 201, copy.deepcopy(self.objects[key]), op
+            return 201, store(), op
         if key not in self.objects:
             return 404, _status(404, "NotFound", f"{resource} not found"), op
         current = self.objects[key]["metadata"]["resourceVersion"]
@@ -223,19 +231,14 @@ class FakeKube:
         if method == "PUT":
             sent = (body.get("metadata") or {}).get("resourceVersion")
             if sent and sent != current:
-                return 409, _status(409, "Conflict", f"Operation cannot be fulfilled on "
-                                    f"{resource}: the object has been modified; please apply "
-                                    "your changes to the latest version and try again"), op
-            self.objects[key] = self._meta({**body, "kind": "Lease",
-                                            "apiVersion": "coordination.k8s.io/v1"})
-            return 200, copy.deepcopy(self.objects[key]), op
+                return conflict("the object has been modified; please apply your changes "
+                                "to the latest version and try again")
+            return 200, store(), op
         if method == "DELETE":
             sent = (body.get("preconditions") or {}).get("resourceVersion")
             if sent and sent != current:
-                return 409, _status(409, "Conflict", f"Operation cannot be fulfilled on "
-                                    f"{resource}: Precondition failed: ResourceVersion in "
-                                    f"precondition: {sent}, ResourceVersion in object meta: "
-                                    f"{current}"), op
+                return conflict(f"Precondition failed: ResourceVersion in precondition: "
+                                f"{sent}, ResourceVersion in object meta: {current}")
             del self.objects[key]
             return 200, _status(200, "", "deleted") | {"status": "Success"}, op
         return 405, _status(405, "MethodNotAllowed", method), op
