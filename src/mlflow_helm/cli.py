@@ -172,8 +172,16 @@ def handle_errors(fn):
         else:
             # pyhelm3 logs expected failures (a release lookup that finds none) as warnings.
             logging.getLogger("pyhelm3").setLevel(logging.ERROR)
+        from . import interrupt
+
         try:
-            return fn(*args, **kwargs)
+            with interrupt.handlers():
+                return fn(*args, **kwargs)
+        except interrupt.Interrupted as exc:
+            from .output import print_interrupted
+
+            print_interrupted(exc, kwargs.get("output", "text"), fn.__name__)
+            sys.exit(exc.exit_code)
         except UserError as exc:
             if debug:
                 traceback.print_exc()

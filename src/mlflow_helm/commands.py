@@ -13,6 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import interrupt
 from . import record as records
 from .changes import CREATE, DELETE, UNCHANGED, UPDATE, Change, summary
 from .context import Context
@@ -89,6 +90,8 @@ class Result:
     recorded: list[str] = field(default_factory=list)
     # The plan was printed before applying (on_plan): the text output then sums up.
     shown: bool = False
+    # Set when a signal stopped the run (see interrupted()).
+    interrupted: dict | None = None
 
     def _change_json(self, change: Change) -> dict[str, Any]:
         out = change.to_json()
@@ -117,6 +120,9 @@ class Result:
         }
         if self.manifests:
             out["manifests"] = self.manifests
+        if self.interrupted is not None:
+            out["interrupted"] = {k: [c.to_json() for c in v] if isinstance(v, list) else v
+                                  for k, v in self.interrupted.items()}
         return out
 
 
@@ -131,9 +137,15 @@ def plan_all(ctx: Context, steps: list[Step]) -> list[tuple[Step, list[Change]]]
     return list(zip(steps, plans, strict=True))
 
 
-def apply_all(ctx: Context, planned: list[tuple[Step, list[Change]]]) -> None:
-    """Run each step once the steps it needs are done. After a failure nothing new starts;
-    the steps already running finish, then the first error is raised."""
+def apply_all(ctx: Context, planned: list[tuple[Step, list[Change]]],
+              progress: dict | None = None) -> None:
+    """Run each step once the steps it needs are done. After a failure or a signal nothing
+    new starts; the steps already running finish (after a signal, at their next request or
+    wait: interrupt.py), then the first error is raised, or Interrupted. `progress` gets the
+    names of the steps done and of those stopped half way."""
+    progress = progress if progress is not None else {}
+    progress.setdefault("done", [])
+    progress.setdefault("stopped", [])
     changes = dict(planned)
     enabled = {type(step) for step, _ in planned}
     waiting = [step for step, _ in planned]
@@ -149,7 +161,7 @@ def apply_all(ctx: Context, planned: list[tuple[Step, list[Change]]]) -> None:
 
     with ThreadPoolExecutor(max_workers=max(1, len(waiting))) as pool:
         while waiting or running:
-            ready = [] if errors else [
+            ready = [] if errors or interrupt.CANCELLED.is_set() else [
                 step for step in waiting
                 if all(need in done or need not in enabled for need in NEEDS[type(step)])]
             for step in ready:
@@ -162,12 +174,65 @@ def apply_all(ctx: Context, planned: list[tuple[Step, list[Change]]]) -> None:
                 step = running.pop(future)
                 if future.exception() is not None:
                     errors.append(future.exception())
+                    progress["stopped"].append(step.name)
                     continue
                 done.add(type(step))
+                progress["done"].append(step.name)
                 if any(c.action != UNCHANGED for c in changes[step]):
                     ctx.say(f"done  {step.name} ({future.result():.1f}s)")
+    if interrupt.CANCELLED.is_set():
+        raise interrupt.Interrupted(interrupt.signum())
     if errors:
         raise errors[0]
+
+
+def resume_command(ctx: Context) -> str:
+    """What re-runs this install: the install record keeps the settings and the -f/--set
+    layer, so the release, namespace and what reaches the cluster are enough."""
+    import os
+    import shlex
+
+    o = ctx.opts
+    parts = ["mlflow-helm", "install", o.release, "-n", o.namespace]
+    # Passed as flags (from the environment, a re-run in it gets them again).
+    if o.kube_context and o.kube_context != os.environ.get("HELM_KUBECONTEXT", ""):
+        parts += ["--kube-context", o.kube_context]
+    if o.kubeconfig and o.kubeconfig != os.environ.get("KUBECONFIG", ""):
+        parts += ["--kubeconfig", o.kubeconfig]
+    if o.skip_tests:
+        parts.append("--skip-tests")
+    return shlex.join(parts)
+
+
+def interrupted(ctx: Context, result: Result, planned, progress: dict,
+                exc: interrupt.Interrupted) -> None:
+    """After a signal: what was applied, what was stopped half way, what never started; the
+    same in the install record (`lastRun`), written as cleanup. The record was written
+    before the first change (save_record), so a re-run resumes from it and converges."""
+    done, stopped = set(progress.get("done", ())), set(progress.get("stopped", ()))
+    report: dict[str, Any] = {"signal": exc.name, "applied": [], "stopped": [],
+                              "notStarted": []}
+    for step, changes in planned:
+        todo = [c for c in changes if c.action != UNCHANGED]
+        key = ("applied" if step.name in done else "stopped" if step.name in stopped
+               else "notStarted")
+        report[key] += todo
+    if progress.get("testing"):
+        report["stopped"].append(Change(UPDATE, "helm test", ctx.opts.release,
+                                        step="release"))
+    report["resume"] = resume_command(ctx)
+    report["recorded"] = ctx.record is not None
+    result.interrupted = report
+    exc.result = result
+    if ctx.record is None:
+        return
+    ctx.record.last_run = {
+        "result": "interrupted", "signal": exc.name,
+        "applied": sorted(done), "stopped": sorted(stopped),
+        "notStarted": sorted(s.name for s, _ in planned
+                             if s.name not in done | stopped)}
+    with interrupt.shielded(15), contextlib.suppress(Exception):
+        records.save(ctx.kube, ctx.opts.namespace, ctx.opts.release, ctx.record)
 
 
 def reach(ctx: Context) -> list[str]:
@@ -344,16 +409,24 @@ def _install(ctx: Context, on_plan=None, confirm=None) -> Result:
         return result
     if on_plan:
         on_plan(result)
-    confirm_changes(ctx, result, confirm)
-    save_record(ctx, planned)
-    apply_all(ctx, planned)
-    if not ctx.opts.skip_tests:
-        result.tests = run_tests(ctx)
-        if not result.tests["passed"]:
-            raise HelmFailed("helm test failed" + _failed_checks(result.tests) + ":\n"
-                             + result.tests["output"],
-                             tests_hint(ctx, result.tests) + "; re-run the tests with "
-                             f"`mlflow-helm test {ctx.opts.release} -n {ctx.opts.namespace}`")
+    with interrupt.raising():  # the question waits on the terminal; nothing changed yet
+        confirm_changes(ctx, result, confirm)
+    progress: dict = {}
+    try:
+        save_record(ctx, planned)
+        apply_all(ctx, planned, progress)
+        if not ctx.opts.skip_tests:
+            progress["testing"] = True
+            result.tests = run_tests(ctx)
+            progress["testing"] = False
+    except interrupt.Interrupted as exc:
+        interrupted(ctx, result, planned, progress, exc)
+        raise
+    if result.tests is not None and not result.tests["passed"]:
+        raise HelmFailed("helm test failed" + _failed_checks(result.tests) + ":\n"
+                         + result.tests["output"],
+                         tests_hint(ctx, result.tests) + "; re-run the tests with "
+                         f"`mlflow-helm test {ctx.opts.release} -n {ctx.opts.namespace}`")
     result.next_steps = reach(ctx)
     result.elapsed = time.monotonic() - start
     return result

@@ -13,7 +13,9 @@ How: the Admin API cannot issue SQL, so for the few seconds it takes the CLI
    with the instance's IP type) and runs `grant_statements()`: CONNECT/CREATE/TEMP on the
    database and USAGE/CREATE on schema `public` for the IAM user; MLflow's tables are then
    created by, and owned by, the IAM user itself;
-3. deletes the temporary user, whatever happened.
+3. deletes the temporary user, whatever happened: on an error, and after Ctrl-C or SIGTERM
+   too (interrupt.py): a signal stops the proxy at once (which ends a connection attempt
+   in progress), no statement runs after it, and the deletion runs as cleanup.
 A ConfigMap records the grant (steps/cloudsql.py), so a re-run does none of this.
 Grants are idempotent; running them twice is harmless. Nothing here prints the password.
 """
@@ -28,6 +30,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from . import interrupt
 from .errors import UserError
 
 GRANT_USER = "mlflow-helm-grant"
@@ -86,14 +89,17 @@ class ProxyConnector:
             args.append("--private-ip")
         elif self.ip_type == "psc":
             args.append("--psc")
+        interrupt.check()
         self._proc = subprocess.Popen([*args, self.connection_name],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A signal sends it SIGTERM at once (interrupt.py); close() reaps it.
+        interrupt.track(self._proc.pid, "cloud-sql-proxy")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(
                     ("127.0.0.1", self._port), timeout=1):
                 return self._port
-            time.sleep(0.2)
+            interrupt.sleep(0.2)
         self.close()
         raise UserError("the local cloud-sql-proxy did not start within 30s",
                         "run it by hand to see why: cloud-sql-proxy " + self.connection_name)
@@ -106,9 +112,15 @@ class ProxyConnector:
                                 dbname=database, connect_timeout=20)
 
     def close(self) -> None:
+        """Stop the proxy and reap it (no zombie, no orphan): SIGTERM, then SIGKILL."""
         if self._proc is not None:
             self._proc.terminate()
-            self._proc.wait(timeout=10)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            interrupt.untrack(self._proc.pid)
             self._proc = None
 
 
@@ -118,16 +130,34 @@ def temporary_admin(ctx) -> Iterator[str]:
     from .steps.cloudsql import new_password
 
     project, instance = ctx.instance_project, ctx.opts.instance_name
+    from .gcp import not_found
+
     password = new_password()
     users = {u.get("name") for u in ctx.sql.list_users(project, instance)}
-    if GRANT_USER in users:  # left over by a crashed run: take it over with a new password
-        ctx.sql.set_password(project, instance, GRANT_USER, password)
-    else:
-        ctx.sql.create_user(project, instance, GRANT_USER, "BUILT_IN", password)
+    interrupt.check()
+    # From here on the user may exist (an interrupted wait leaves the operation running on
+    # the instance), so it is deleted whatever happens next.
     try:
+        if GRANT_USER in users:  # left over by a crashed run: take it over, new password
+            ctx.sql.set_password(project, instance, GRANT_USER, password)
+        else:
+            ctx.sql.create_user(project, instance, GRANT_USER, "BUILT_IN", password)
         yield password
     finally:
-        ctx.sql.delete_user(project, instance, GRANT_USER)
+        # Cleanup, after a signal too: waits for an operation still running on the instance
+        # (users.delete answers 409 until it is done), then deletes.
+        with interrupt.shielded():
+            try:
+                ctx.sql.delete_user(project, instance, GRANT_USER)
+                ctx.say(f"  deleted the temporary database user {GRANT_USER}")
+            except Exception as exc:
+                if not_found(exc):  # never created: the signal came first
+                    pass
+                elif interrupt.CANCELLED.is_set():  # say so; the signal's report follows
+                    ctx.say(f"  warning: could not delete the temporary database user "
+                            f"{GRANT_USER} ({exc}); the next run removes it")
+                else:
+                    raise
 
 
 def run_grant(ctx) -> None:
@@ -142,11 +172,13 @@ def run_grant(ctx) -> None:
             for database, statement in grant_statements(ctx.opts.database_name, owner):
                 by_db.setdefault(database, []).append(statement)
             for database, statements in by_db.items():
+                interrupt.check()
                 conn = connector.connect(GRANT_USER, password, database)
                 try:
                     conn.autocommit = True
                     with conn.cursor() as cur:
                         for statement in statements:
+                            interrupt.check()
                             cur.execute(statement)
                 finally:
                     conn.close()

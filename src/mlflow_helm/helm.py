@@ -9,11 +9,14 @@ synchronous face the steps use. pyhelm3 is imported lazily.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
+from . import interrupt
 from .errors import HelmFailed, UserError
 
 
@@ -21,6 +24,46 @@ def _command_class():
     import pyhelm3
 
     class HelmCommand(pyhelm3.Command):
+        async def run(self, command: list, input: bytes | None = None) -> bytes:
+            """pyhelm3 0.5.8's Command.run, minus the shell, plus signals.
+
+            pyhelm3 starts `sh -c "helm …"`; dash (Debian's /bin/sh) keeps itself as
+            Helm's parent, so its proc.terminate() on cancel reaches the shell and Helm runs
+            on, orphaned. Here Helm is the child itself (asyncio.create_subprocess_exec,
+            https://docs.python.org/3/library/asyncio-subprocess.html), tracked by
+            interrupt.py: a signal sends it SIGTERM, which Helm's install and upgrade
+            handle by cancelling the release ("Release X has been cancelled.", Helm
+            3.17.3 cmd/helm/upgrade.go, 4.1.4 pkg/cmd/upgrade.go); it is reaped here and
+            killed if it has not exited after HELM_GRACE seconds. The exit status and
+            stderr become pyhelm3's errors as its run() makes them."""
+            argv = [str(part) for part in _global_flags(self, [self._executable, *command])]
+            self._logger.info("running command: %s",
+                              shlex.join(self._log_format(part) for part in argv))
+            interrupt.check()
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE if input is not None else None,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            interrupt.track(proc.pid, "helm")
+            try:
+                talk = asyncio.ensure_future(proc.communicate(input))
+                stopped_at = None
+                while not talk.done():
+                    await asyncio.wait({talk}, timeout=0.1)
+                    if interrupt.CANCELLED.is_set() and not talk.done():
+                        stopped_at = stopped_at or asyncio.get_running_loop().time()
+                        if asyncio.get_running_loop().time() - stopped_at > \
+                                interrupt.HELM_GRACE:
+                            with contextlib.suppress(ProcessLookupError):
+                                proc.kill()
+                stdout, stderr = await talk
+            finally:
+                interrupt.untrack(proc.pid)
+            if interrupt.CANCELLED.is_set():
+                raise interrupt.Interrupted(interrupt.signum())
+            if proc.returncode == 0:
+                return stdout
+            raise _error_class(stderr.decode().lower())(proc.returncode, stdout, stderr)
+
         async def upgrade_install(
             self, release: str, chart: str, values: dict, *, namespace: str,
             values_files: list[str], set_values: list[str], rollback_flag: str,
@@ -69,6 +112,45 @@ def _command_class():
             return (await self.run(command)).decode()
 
     return HelmCommand
+
+
+def _global_flags(cmd, argv: list) -> list:
+    """The connection flags pyhelm3's run() appends to every command."""
+    if cmd._kubeconfig:
+        argv += ["--kubeconfig", cmd._kubeconfig]
+    if cmd._kubecontext:
+        argv += ["--kube-context", cmd._kubecontext]
+    if cmd._kubeapiserver:
+        argv += ["--kube-apiserver", cmd._kubeapiserver]
+    if cmd._kubetoken:
+        argv += ["--kube-token", cmd._kubetoken]
+    if cmd._insecure_skip_tls_verify:
+        argv.append("--kube-insecure-skip-tls-verify")
+    return argv
+
+
+def _error_class(stderr: str):
+    """pyhelm3 0.5.8 Command.run's mapping of Helm's stderr to its error classes."""
+    from pyhelm3 import errors
+    from pyhelm3.command import CHART_NOT_FOUND, CONNECTION_ERROR
+
+    if "context canceled" in stderr:
+        return errors.CommandCancelledError
+    if "etcdserver" in stderr:  # before "not found": etcd errors come with one
+        return errors.ConnectionError
+    if "release: not found" in stderr:
+        return errors.ReleaseNotFoundError
+    if "failed to render chart" in stderr or "execution error" in stderr:
+        return errors.FailedToRenderChartError
+    if "rendered manifests contain a resource that already exists" in stderr:
+        return errors.ResourceAlreadyExistsError
+    if "is invalid" in stderr:
+        return errors.InvalidResourceError
+    if CHART_NOT_FOUND.search(stderr) is not None:
+        return errors.ChartNotFoundError
+    if CONNECTION_ERROR.search(stderr) is not None:
+        return errors.ConnectionError
+    return errors.Error
 
 
 def _user_values(values_files: list[str], set_values: list[str], version: str) -> list[str]:

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 from urllib.parse import quote
 
+from . import interrupt
 from .errors import UserError
 from .retry import RetryPolicy, retrying
 
@@ -81,6 +82,7 @@ class Kube:
         credentials; a status outside 2xx raises kubernetes' ApiException (with `.status`)."""
         from kubernetes.client.exceptions import ApiException
 
+        interrupt.check()  # after a signal, no new request leaves (cleanup's do)
         api = self.client
         headers = {"Accept": "application/json"}
         if body is not None:

@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 
+from . import interrupt
 from .errors import UserError
 
 DURATION = 60  # seconds without a renewal after which a Lease is taken over
@@ -155,8 +156,11 @@ class Lock:
                 lease = dict(self._lease)
                 lease["spec"] = {**lease["spec"], "renewTime": _micro(_now())}
                 try:
-                    status, obj = self.kube.replace_lease(self.namespace, self.name, lease)
-                except Exception:  # a blip: the next renewal tries again
+                    # Kept up during cleanup after a signal too, until release().
+                    with interrupt.shielded(10):
+                        status, obj = self.kube.replace_lease(self.namespace, self.name,
+                                                              lease)
+                except (Exception, interrupt.Interrupted):  # the next renewal tries again
                     continue
                 if status == 409:
                     self.say("  warning: the lock was taken over by another run")
@@ -173,5 +177,6 @@ class Lock:
             version, self.version = self.version, ""
         if version:
             # Never hide the run's own result behind this; an unreleased Lease expires.
-            with contextlib.suppress(Exception):
+            # After a signal too (interrupt.py): giving the Lease back is cleanup.
+            with contextlib.suppress(Exception), interrupt.shielded(10):
                 self.kube.delete_lease(self.namespace, self.name, version)

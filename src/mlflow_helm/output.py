@@ -106,3 +106,36 @@ def print_result(result, output: str) -> None:
             click.echo(f"  {line}")
     if result.command == "install" and not result.dry_run:
         click.echo(f"Done in {result.elapsed:.1f}s.")
+
+
+def print_interrupted(exc, output: str, command: str) -> None:
+    """What a signal left: applied, stopped half way, not started; how to resume."""
+    result = exc.result
+    report = result.interrupted if result is not None else None
+    if output == "json":
+        doc = result.to_json() if result is not None else {"schemaVersion": 1}
+        doc.setdefault("interrupted", {"signal": exc.name})
+        doc["exitCode"] = exc.exit_code
+        click.echo(json.dumps(doc, indent=2))
+    if report is None:
+        click.echo(f"Interrupted by {exc.name}: nothing was changed. Run the same command "
+                   "again to start over.", err=True)
+        return
+    click.echo(f"Interrupted by {exc.name}: stopped before the next change and cleaned up "
+               "(lock released; no temporary database user or child process left).", err=True)
+    for key, title in (("applied", "Applied before the signal"),
+                       ("stopped", "Stopped half way (the re-run finishes it; a Cloud SQL "
+                                   "operation already started completes on the instance)"),
+                       ("notStarted", "Not started")):
+        if report[key]:
+            click.echo(f"{title}:", err=True)
+            for change in report[key]:
+                click.echo(f"  {change.line()}", err=True)
+    if not any(report[k] for k in ("applied", "stopped")):
+        click.echo("Nothing was applied.", err=True)
+    if report["recorded"]:
+        click.echo(f"To resume, re-run `{report['resume']}` (the install record has the "
+                   "settings and the -f/--set layer): it applies what is missing and "
+                   "changes nothing twice.", err=True)
+    else:
+        click.echo("To resume, run the same command again.", err=True)

@@ -15,6 +15,8 @@ Key `record.json`:
              says where it lives ({project, instance} for a database or user, {bucket},
              {project} or {serviceAccount} for an IAM member, {namespace} for a Secret), so
              purge finds it whatever the flags say later
+  lastRun    only after a run a signal stopped: which steps it applied, stopped half way
+             and never started (the next apply resumes and drops it)
 
 Re-runs take every setting the user did not pass from here; a setting passed with another
 value is a change, shown as `~ --flag: old -> new` and confirmed before anything changes.
@@ -66,6 +68,9 @@ class Record:
     user_values: dict = field(default_factory=dict)
     resources: list[dict] = field(default_factory=list)
     updated: str = ""
+    # How the last run ended when it did not finish: {result: interrupted, signal, applied,
+    # stopped, notStarted} (step names); the next apply writes the record without it.
+    last_run: dict = field(default_factory=dict)
 
     def find(self, kind: str, name: str, at: dict | None = None) -> dict | None:
         """The recorded resource; with `at`, the one at that place (a record written before
@@ -84,8 +89,11 @@ class Record:
         return self.origin(kind, name) == "created"
 
     def to_json(self) -> dict:
-        return {"schemaVersion": SCHEMA, "updated": self.updated, "settings": self.settings,
-                "userValues": self.user_values, "resources": self.resources}
+        out = {"schemaVersion": SCHEMA, "updated": self.updated, "settings": self.settings,
+               "userValues": self.user_values, "resources": self.resources}
+        if self.last_run:
+            out["lastRun"] = self.last_run
+        return out
 
 
 def load(kube, namespace: str, release: str) -> Record | None:
@@ -96,7 +104,8 @@ def load(kube, namespace: str, release: str) -> Record | None:
         return None
     doc = json.loads(data[DATA_KEY])
     return Record(settings=doc.get("settings") or {}, user_values=doc.get("userValues") or {},
-                  resources=doc.get("resources") or [], updated=doc.get("updated", ""))
+                  resources=doc.get("resources") or [], updated=doc.get("updated", ""),
+                  last_run=doc.get("lastRun") or {})
 
 
 def save(kube, namespace: str, release: str, record: Record) -> None:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from . import interrupt
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -65,5 +67,5 @@ def retrying(
                 raise
             delay = policy.delay(attempt)
             log.info("%s: %s; retrying in %.2fs", what, exc, delay)
-            time.sleep(delay)
+            interrupt.sleep(delay)
     raise AssertionError("unreachable")

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import interrupt
 from ..errors import CloudError, PermissionDenied, UserError
 from ..retry import RetryPolicy, retrying
 
@@ -198,6 +199,7 @@ class GoogleApis:
         """Run one API request: retry 429/5xx with backoff, turn 403 into the role to grant."""
 
         def once() -> Any:
+            interrupt.check()  # after a signal, no new request leaves (cleanup's do)
             return request.execute(num_retries=0)
 
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from .. import interrupt
 from ..errors import CloudError
 from . import GoogleApis, error_reason, http_status, not_found
 
@@ -91,7 +92,7 @@ class SqlAdmin:
                     self.apis.say(f"  … {what}: waiting for the instance's current operation "
                                   f"({now - begin:.0f}s)")
                     last_report = now
-                time.sleep(max(policy.poll_interval, policy.delay(min(attempt, 5))))
+                interrupt.sleep(max(policy.poll_interval, policy.delay(min(attempt, 5))))
                 attempt += 1
 
     def wait(self, project: str, op: dict, what: str) -> dict:
@@ -107,7 +108,7 @@ class SqlAdmin:
             if now - last_report >= self.apis.retry.report_every:
                 self.apis.say(f"  … {what}: {op.get('status')} ({now - start:.0f}s)")
                 last_report = now
-            time.sleep(self.apis.retry.poll_interval)
+            interrupt.sleep(self.apis.retry.poll_interval)
             req = self._svc.operations().get(project=project, operation=op["name"])
             op = self.apis.execute(req, "operations.get", f"operation {op['name']}")
         errors = (op.get("error") or {}).get("errors") or []

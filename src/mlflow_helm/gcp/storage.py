@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import interrupt
 from ..retry import retrying
 from . import GoogleApis, conflict, denied, http_status
 from .policy import Policy, ensure_member
@@ -13,6 +14,7 @@ class Storage:
 
     def _call(self, fn, operation: str, resource: str):
         try:
+            interrupt.check()
             return fn()
         except Exception as exc:
             if http_status(exc) == 403:

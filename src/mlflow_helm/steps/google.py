@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .. import interrupt
 from ..changes import CREATE, UNCHANGED, Change
 from ..errors import CloudError, UserError
 from ..gcp import error_reason, http_status
@@ -32,7 +33,7 @@ def eventually(ctx, fn, what: str):
                                      "IAM is eventually consistent: re-run in a minute") from exc
                 raise
             ctx.say(f"  … {what}: waiting for the new service account to propagate")
-            time.sleep(delay)
+            interrupt.sleep(delay)
             delay = min(delay * 2, ctx.apis.retry.cap)
 
 
