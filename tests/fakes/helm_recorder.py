@@ -11,7 +11,11 @@ policies are honoured and the pods kept next to the state file, so `--logs` fail
 Helm's does.
 
 Environment: REAL_HELM (path), HELM_RECORD (jsonl log), HELM_STATE (json state file),
-HELM_TEST_RESULT (pass | fail | silent: what the test pod does, see `test_pod_log`).
+HELM_TEST_RESULT (pass | fail | silent: what the test pod does, see `test_pod_log`),
+HELM_UPGRADE_SECONDS (an upgrade takes this long, as one waiting for pods does; SIGINT or
+SIGTERM in that time cancels it as Helm does, see `slow_upgrade`). Each recorded call carries
+the stand-in's pid and its start on the system's monotonic clock (`t`, comparable with
+time.monotonic() in the tests and the fakes).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -229,11 +235,31 @@ def main() -> int:
         pods_path = pods_file(state_path)
         pods = json.loads(pods_path.read_text()) if pods_path.exists() else {}
         with record.open("a") as log:
-            log.write(json.dumps({"argv": argv, "stdin": stdin}) + "\n")
+            log.write(json.dumps({"argv": argv, "stdin": stdin, "pid": os.getpid(),
+                                  "t": time.monotonic()}) + "\n")
+        if argv[0] == "upgrade" and os.environ.get("HELM_UPGRADE_SECONDS"):
+            slow_upgrade(argv[1], float(os.environ["HELM_UPGRADE_SECONDS"]))
         code = handle(argv, stdin, state, pods, real)
         state_path.write_text(json.dumps(state))
         pods_path.write_text(json.dumps(pods))
     return code
+
+
+def slow_upgrade(release: str, seconds: float) -> None:
+    """Wait as `helm upgrade --wait` does; a signal meanwhile cancels it as Helm does: its
+    install and upgrade commands catch SIGINT and SIGTERM, print "Release NAME has been
+    cancelled." and cancel the action's context (Helm 3.17.3 cmd/helm/upgrade.go, 4.1.4
+    pkg/cmd/upgrade.go), and the action fails with "context canceled"; with --atomic /
+    --rollback-on-failure a first install is removed, so here the state is left as it was."""
+    def cancel(_signum, _frame):
+        print(f"Release {release} has been cancelled.")
+        sys.stderr.write("Error: UPGRADE FAILED: context canceled\n")
+        sys.stdout.flush()
+        os._exit(1)
+
+    signal.signal(signal.SIGINT, cancel)
+    signal.signal(signal.SIGTERM, cancel)
+    time.sleep(seconds)
 
 
 def pods_file(state_path: Path) -> Path:
