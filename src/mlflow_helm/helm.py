@@ -36,7 +36,8 @@ def _command_class():
             3.17.3 cmd/helm/upgrade.go, 4.1.4 pkg/cmd/upgrade.go); it is reaped here and
             killed if it has not exited after HELM_GRACE seconds. The exit status and
             stderr become pyhelm3's errors as its run() makes them."""
-            argv = [str(part) for part in _global_flags(self, [self._executable, *command])]
+            argv = [part if isinstance(part, (str, bytes)) else str(part)
+                    for part in _global_flags(self, [self._executable, *command])]
             self._logger.info("running command: %s",
                               shlex.join(self._log_format(part) for part in argv))
             interrupt.check()
