@@ -318,7 +318,7 @@ def mark_ownership(ctx: Context, changes: list[Change], refuse: bool) -> None:
 
 
 def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:
-    start = time.monotonic()
+    start = getattr(ctx.say, "start", time.monotonic())  # as in _install
     changed = from_record(ctx)
     preflight(ctx)
     planned = plan_all(ctx, _steps(ctx))
@@ -403,7 +403,9 @@ def _install(ctx: Context, on_plan=None, confirm=None) -> Result:
     `on_plan` sees the plan before anything changes (the CLI prints it there); `confirm`
     asks a yes/no question on a terminal (None: no terminal).
     """
-    start = time.monotonic()
+    # The progress lines' clock when there is one, so "Done in" is not less than the last
+    # "[  n.s]" printed before it (they count from the CLI's start: credentials, preflight).
+    start = getattr(ctx.say, "start", time.monotonic())
     result, planned = do_plan(ctx, "install")
     if ctx.opts.dry_run:
         return result

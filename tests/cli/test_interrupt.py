@@ -218,3 +218,16 @@ def test_sigint_during_helm_upgrade_cancels_helm_and_rerun_installs(world):
     state = json.loads(world.state.read_text())
     assert state["mlflow/mlflow"]["revision"] == 1
     assert len(world.helm_calls("upgrade")) == 2  # the cancelled one and the resumed one
+
+
+def test_done_in_counts_on_the_progress_lines_clock(world):
+    """Not about signals, but about what the same real subprocess prints: "Done in" is the
+    time since the first progress line's zero, never less than the last "[ n.s]" above it
+    (it used to start later, after credentials and preflight)."""
+    import re
+
+    done = cli(world, ["--local", "--skip-tests"])
+    assert done.returncode == 0, done.stderr
+    stamps = [float(s) for s in re.findall(r"^\[\s*([\d.]+)s\]", done.stderr, re.M)]
+    total = float(re.search(r"^Done in ([\d.]+)s\.$", done.stdout, re.M).group(1))
+    assert stamps and total >= max(stamps), (stamps, total)
