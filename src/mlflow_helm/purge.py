@@ -115,6 +115,21 @@ def inventory(ctx, delete_artifacts: bool = False, strict: bool = True) -> list[
         items.append(Item("install record", f"{ns}/{name}", "created",
                           run=lambda: records.delete(ctx.kube, ns, opts.release)))
     items.sort(key=_order)
+    # A service account this release created that another release or principal still uses
+    # keeps the roles it was granted (on the project, on the bucket): the other user of the
+    # account relies on them. This release's own Workload Identity member on it goes.
+    shared = {f"serviceAccount:{i.name}" for i in items
+              if i.kind == "google service account" and i.origin == "created" and i.why}
+    buckets = set()
+    for item in items:
+        if item.kind.startswith("iam binding ") and item.name in shared and not item.why:
+            item.why = ("its service account is kept (still used by others), and keeps "
+                        "what it was granted")
+            buckets.add(_at(item.resource, ctx.opts).get("bucket"))
+    for item in items:  # ... and a bucket it may write to stays with it
+        if item.kind == "gcs bucket" and item.origin == "created" and not item.why \
+                and item.name.removeprefix("gs://") in buckets:
+            item.why = "its service account is kept (still used by others) and writes here"
     # The data the chart's Secrets open (database password, AI Gateway passphrase) stays
     # when the database stays.
     kept_db = [i for i in items if i.kind == "cloud sql database" and i.why]
@@ -179,6 +194,15 @@ def _check(ctx, res: dict, delete_artifacts: bool, reads: dict) -> Item | None:
         bucket = at["bucket"]
         if not once(("bucket", bucket), lambda: ctx.storage.get_bucket(bucket)):
             return None
+        if origin == "created":
+            policy = once(("bucket policy", bucket), lambda: ctx.storage.get_policy(bucket))
+            others = _other_members(ctx, policy, "bucket", bucket)
+            if others:  # another release adopted it (--bucket gs://NAME --adopt)
+                item.why = (f"still granted to {', '.join(others)}: another release or "
+                            "someone else uses it; purge that release first, or remove the "
+                            "grant, then run --purge again")
+                item.run = None
+                return item
         objects = ctx.storage.count_objects(bucket)
         count = f"{objects}{'+' if objects >= 1000 else ''}"
         if objects and not delete_artifacts:
@@ -197,6 +221,13 @@ def _check(ctx, res: dict, delete_artifacts: bool, reads: dict) -> Item | None:
         if not once(("sa", name), lambda: ctx.iam.get_service_account(at["project"], name)):
             return None
         item.run = lambda: ctx.iam.delete_service_account(at["project"], name)
+        if origin == "created":
+            policy = once(("sa policy", name), lambda: ctx.iam.get_policy(at["project"], name))
+            others = _other_members(ctx, policy, "serviceAccount", name)
+            if others:  # another release adopted it (--gsa NAME --adopt): it runs as it
+                item.why = (f"still granted to {', '.join(others)}: another release or "
+                            "someone else uses it; purge that release first, or remove the "
+                            "grant, then run --purge again")
     elif kind == "database owner":
         ns, marker = at.get("namespace", opts.namespace), at.get("configmap")
         if not marker or ctx.kube.get_configmap(ns, marker) is None:
@@ -217,6 +248,28 @@ def _check(ctx, res: dict, delete_artifacts: bool, reads: dict) -> Item | None:
     else:
         return None
     return item
+
+
+def _other_members(ctx, policy: dict, where: str, name: str) -> list[str]:
+    """Members of a policy this release did not add (its record's IAM members on `name`):
+    a service account or bucket this release created that another principal was granted on
+    later (another release that adopted it binds its Workload Identity member or its
+    account there). The basic-role conveniences a bucket's policy always holds
+    (projectOwner:, projectEditor:, projectViewer: on the legacy roles,
+    https://cloud.google.com/storage/docs/access-control/iam#convenience-values) are not
+    anyone's use of it."""
+    own = {(r["kind"].removeprefix("iam binding "), r["name"])
+           for r in (ctx.record.resources if ctx.record else [])
+           if r["kind"].startswith("iam binding ")
+           and _at(r, ctx.opts).get(where) == name}
+    found = set()
+    for binding in policy.get("bindings", []):
+        for member in binding.get("members", []):
+            if member.startswith(("projectOwner:", "projectEditor:", "projectViewer:")):
+                continue
+            if (binding.get("role"), member) not in own:
+                found.add(member)
+    return sorted(found)
 
 
 def chart_leftovers(ctx, delete_artifacts: bool) -> list[Item]:

@@ -245,3 +245,47 @@ def test_purge_keeps_a_user_cloud_sql_will_not_drop_and_says_why(world):
                                                                                  "pg")]
     assert world.kube.secret("mlflow", "mlflow-db") is not None
     assert world.kube.secret("mlflow", "mlflow-helm.install.v1.mlflow") is not None
+
+
+def test_a_service_account_and_bucket_another_release_adopted_survive_the_creators_purge(
+        world):
+    """Release A creates `--gsa shared-mlflow` and its bucket; release B, in another
+    namespace, runs as the same account on the same bucket (`--adopt`). Purging A must not
+    delete what B runs as: the account's IAM policy still grants B's Workload Identity member
+    (roles/iam.workloadIdentityUser for PROJECT.svc.id.goog[team-b/mlflow], the member
+    format of https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity), so
+    the account, the roles it was granted and the bucket it writes to are kept, and the
+    record stays so a later --purge (after B's) finishes the job."""
+    shared = f"shared-mlflow@{PROJECT}.iam.gserviceaccount.com"
+    a = run(world, "install", "--gsa", "shared-mlflow", "--bucket", "gs://team-a-artifacts",
+            "--create-bucket", "--skip-tests")
+    assert a.exit_code == 0, a.output
+    b = run(world, "install", "-n", "team-b", "--gsa", "shared-mlflow", "--bucket",
+            "gs://team-a-artifacts", "--adopt", "--skip-tests")
+    assert b.exit_code == 0, b.output
+    wi_b = f"serviceAccount:{PROJECT}.svc.id.goog[team-b/mlflow]"
+
+    dry = run(world, "uninstall", "--purge", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"google service account {shared}: still granted to {wi_b}" in dry.output
+    assert "gcs bucket gs://team-a-artifacts: its service account is kept" in dry.output
+    deleted = [line for line in dry.output.splitlines() if line.strip().startswith("- delete")]
+    assert not any(shared in line and "iam binding roles/storage" in line for line in deleted)
+    assert any("svc.id.goog[mlflow/mlflow]" in line for line in deleted)  # A's own member
+
+    purged = run(world, "uninstall", "--purge", "--yes")
+    assert purged.exit_code == 0, purged.output
+    assert shared in world.google.state.accounts
+    assert world.gcs._bucket_exists("team-a-artifacts")
+    assert world.gcs.members("team-a-artifacts", "roles/storage.objectUser") == \
+        [f"serviceAccount:{shared}"]
+    wi = [m for bnd in world.google.state.accounts[shared]["policy"].get("bindings", [])
+          if bnd["role"] == "roles/iam.workloadIdentityUser" for m in bnd["members"]]
+    assert wi == [wi_b]
+    # B purges (it adopted both: keeps them); then A's second purge deletes them.
+    assert run(world, "uninstall", "-n", "team-b", "--purge", "--yes").exit_code == 0
+    assert shared in world.google.state.accounts
+    again = run(world, "uninstall", "--purge", "--yes")
+    assert again.exit_code == 0, again.output
+    assert shared not in world.google.state.accounts
+    assert not world.gcs._bucket_exists("team-a-artifacts")
