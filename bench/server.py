@@ -14,7 +14,9 @@ experiments search. Every client logs to its own run (runs are created first), a
 do. Any non-200 answer or timeout is an error; `errors` counts the chart's over every workload
 (warm-up included), `baseline_errors` the baseline's. Latency quantiles cover every request sent
 in the measured window, waited for to the end, a failed one at the time it took to fail (a
-timeout counts its full wait); requests/s counts the successful answers in the window.
+timeout counts its full wait); requests/s counts the successful answers in the window. A window
+lasts `--seconds`, extended (up to `--max-seconds`) until `--min-completed` answers arrived in
+it, so no rate is taken over zero answers; `*_window_s` prints its real length.
 
 Memory: the server's process tree (the `mlflow server` process, uvicorn's supervisor and its
 workers) sampled during load; `memory_ratio` is the ratio of the peak tree RSS. PSS (from
@@ -329,7 +331,13 @@ async def load(
     seconds: float,
     timeout: float,
     pg: PostgreSQL,
+    min_completed: int = 0,
+    max_seconds: float = math.inf,
 ) -> Result:
+    """Load for `warmup` unmeasured seconds, then measure for at least `seconds`, and longer
+    (up to `max_seconds`) until `min_completed` answers arrived in the window: on a busy machine
+    a cold server can answer nothing inside a short window, and a rate or a ratio over zero
+    answers says nothing. The window's real length is what `Result.seconds` holds."""
     result = Result(workload, concurrency, seconds)
     clients = [Client(server.base_url, timeout) for _ in range(concurrency)]
     window: list[float] = []  # [start, end] of the measured window, set below
@@ -363,15 +371,20 @@ async def load(
 
     procs = tree(server.pid)
     pg_procs = tree(pg.proc.pid) if pg.proc else []
-    started = time.monotonic()
-    stop_at[0] = started + warmup + seconds
     tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
     await asyncio.sleep(warmup)
     result.spread = connection_spread(procs, server.base_url)
     sessions0 = pg_sessions(pg, server.db_name)
     cpu0, pg0, own0 = tree_cpu(procs), tree_cpu(pg_procs), time.process_time()
-    window[:] = [time.monotonic(), time.monotonic() + seconds]
+    opened = time.monotonic()
+    window[:] = [opened, math.inf]
     await asyncio.sleep(seconds)
+    while result.completed < min_completed and time.monotonic() - opened < max_seconds:
+        await asyncio.sleep(0.1)
+    # Close the window: answers arriving later still finish (and their errors count) but are
+    # not throughput, and no worker sends another request.
+    window[1] = stop_at[0] = time.monotonic()
+    result.seconds = window[1] - opened
     result.loadgen_cpu_s = time.process_time() - own0
     result.server_cpu_s = tree_cpu(procs) - cpu0
     result.pg_cpu_s = tree_cpu(pg_procs) - pg0
@@ -431,6 +444,8 @@ async def measure(server: Server, args: argparse.Namespace, pg: PostgreSQL) -> d
                     args.seconds,
                     args.timeout,
                     pg,
+                    args.min_completed,
+                    args.max_seconds,
                 )
             )
     finally:
@@ -463,6 +478,7 @@ def report_side(side: str, server: Server, data: dict) -> int:
     errors = 0
     for r in data["results"]:
         p = f"{side}_{r.name}"
+        print(f"{p}_window_s: {fmt(r.seconds, 1)}")
         print(f"{p}_rps: {fmt(r.rps, 1)}")
         print(f"{p}_p50_s: {fmt(r.quantile(0.50))}")
         print(f"{p}_p95_s: {fmt(r.quantile(0.95))}")
@@ -522,6 +538,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workloads",
         type=lambda s: s.split(","),
         help="subset of logmetric,logbatch,search (default: all)",
+    )
+    ap.add_argument(
+        "--min-completed",
+        type=int,
+        default=20,
+        help="extend a window until this many answers arrived in it (default 20)",
+    )
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120,
+        help="longest a window is extended to (default 120); its real length is printed",
     )
     ap.add_argument("--timeout", type=float, default=30, help="per-request timeout (an error)")
     ap.add_argument("--experiments", type=int, default=20, help="experiments the search returns")
