@@ -137,6 +137,14 @@ def inventory(ctx, delete_artifacts: bool = False, strict: bool = True) -> list[
         for item in items:
             if item.kind == "chart secret" and not item.why:
                 item.why = "the database it belongs to is kept"
+    # While something this release created stays, so does the record that lists it (run()
+    # saves it without what was deleted): the plan must not promise to delete it.
+    if any(i.why and i.origin == "created" and i.resource is not None
+           and i.kind != "namespace" for i in items):
+        for item in items:
+            if item.kind == "install record":
+                item.why = ("stays, listing what this release created and purge kept, so "
+                            "a later --purge finishes")
     return items
 
 

@@ -272,6 +272,10 @@ def test_a_service_account_and_bucket_another_release_adopted_survive_the_creato
     deleted = [line for line in dry.output.splitlines() if line.strip().startswith("- delete")]
     assert not any(shared in line and "iam binding roles/storage" in line for line in deleted)
     assert any("svc.id.goog[mlflow/mlflow]" in line for line in deleted)  # A's own member
+    # The record lists what stays, for the later --purge: the plan does not promise to delete
+    # it.
+    assert not any("install record" in line for line in deleted), dry.output
+    assert "install record mlflow/mlflow-helm.install.v1.mlflow: stays" in dry.output
 
     purged = run(world, "uninstall", "--purge", "--yes")
     assert purged.exit_code == 0, purged.output
