@@ -23,6 +23,11 @@ CUSTOM_RESOURCES = {
         {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}},
         "monitoring.coreos.com/v1/ServiceMonitor",
     ),
+    "podMonitoring": (
+        "metrics.podMonitoring.enabled",
+        {"metrics": {"enabled": True, "podMonitoring": {"enabled": True}}},
+        "monitoring.googleapis.com/v1/PodMonitoring",
+    ),
     "httpRoute": (
         "httpRoute.enabled",
         {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]}},

@@ -286,7 +286,8 @@ class TestOperations:
         # MLflow's _add_static_prefix routes (mlflow/server/prometheus_exporter.py).
         assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
 
-    @pytest.mark.parametrize("route", ["ingress", "httpRoute", "virtualService", "serviceMonitor"])
+    @pytest.mark.parametrize("route", ["ingress", "httpRoute", "virtualService", "serviceMonitor",
+                                       "podMonitoring"])
     def test_network_policy_lets_the_route_in(self, helm, route):
         # Ingress controllers, Gateways, the Istio ingress gateway and Prometheus run in their
         # own namespaces. With the default ingressFrom (pods of the release namespace) the
@@ -299,6 +300,7 @@ class TestOperations:
                                         "hostnames": ["mlflow.example.com"]}},
             "virtualService": {"virtualService": {"enabled": True}},
             "serviceMonitor": {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}},
+            "podMonitoring": {"metrics": {"enabled": True, "podMonitoring": {"enabled": True}}},
         }[route]
         values = merge(route_values, {"networkPolicy": {"enabled": True}})
         try:

@@ -505,7 +505,65 @@ A bare "*" route host is not added: it would turn the check off.
 {{- range .Values.virtualService.hosts }}{{ $hosts = append $hosts . }}{{ end }}
 {{- end }}
 {{- $hosts = concat $hosts .Values.server.allowedHosts.extra }}
+{{- with .Values.server.allowedHosts.podCIDRs }}
+{{- $hosts = concat $hosts (include "mlflow.cidrHostPatterns" . | splitList "," | compact) }}
+{{- end }}
 {{- without ($hosts | uniq) "*" | join "," }}
+{{- end }}
+
+{{/*
+Host header patterns (MLflow matches them with Python's fnmatch) for the addresses of CIDRs,
+so a request by pod IP (a scrape, a probe) passes the host check on pod ranges outside MLflow's
+defaults. Such a request goes to the container's port, so its Host is "ADDRESS:5000"
+("[ADDRESS]:5000" for IPv6); only that form is added.
+IPv4: the prefix is widened to whole octets by listing every value of the last, partial one
+(100.64.0.0/10 gives 100.64 to 100.127), each as "A.B.*[0-9]:5000": a digit before the port,
+unlike MLflow's own "10.*", so a DNS name such as 100.64.example.com does not match.
+IPv6 (checked by mlflow.validate: a 16-bit boundary, no zero group in the prefix, so the
+address's canonical RFC 5952 text starts with those groups): "[[]G1:G2:*]:5000", "[[]" being
+fnmatch's escape for "[".
+Usage: include "mlflow.cidrHostPatterns" (list "100.64.0.0/10" ...) -> comma-separated patterns
+*/}}
+{{- define "mlflow.cidrHostPatterns" -}}
+{{- $out := list }}
+{{- range $cidr := . }}
+{{- $addr := first (splitList "/" $cidr) }}{{ $bits := int (last (splitList "/" $cidr)) }}
+{{- if contains ":" $addr }}
+{{- $groups := splitList ":" (first (splitList "::" (lower $addr))) }}
+{{- $prefix := list }}
+{{- range $i := until (int (div $bits 16)) }}
+{{- $prefix = append $prefix (regexReplaceAll "^0+(.)" (index $groups $i) "${1}") }}
+{{- end }}
+{{- $out = append $out (printf "[[]%s:*]:5000" (join ":" $prefix)) }}
+{{- else }}
+{{- $octets := splitList "." $addr }}
+{{- $k := int (div (add $bits 7) 8) }}
+{{- $count := 1 }}
+{{- range until (int (sub (mul $k 8) $bits)) }}{{ $count = mul $count 2 }}{{ end }}
+{{- $last := int (index $octets (int (sub $k 1))) }}
+{{- $base := mul (div $last $count) $count }}
+{{- range $v := untilStep (int $base) (int (add $base $count)) 1 }}
+{{- $p := join "." (append (slice $octets 0 (int (sub $k 1))) (toString $v)) }}
+{{- $out = append $out (printf (ternary "%s:5000" "%s.*[0-9]:5000" (eq $k 4)) $p) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- join "," $out }}
+{{- end }}
+
+{{/*
+Who the scrapes log in as when auth.enabled (MLflow's basic auth guards /metrics too):
+metrics.basicAuth, else the admin from the auth Secret. A dict: username, secret, key.
+*/}}
+{{- define "mlflow.metricsAuth" -}}
+{{- $b := .Values.metrics.basicAuth }}
+{{- $d := dict "username" (default .Values.auth.adminUsername $b.username) }}
+{{- if $b.existingSecret }}
+{{- $_ := set $d "secret" (tpl $b.existingSecret .) }}{{ $_ := set $d "key" $b.passwordKey }}
+{{- else }}
+{{- $_ := set $d "secret" (include "mlflow.authSecretName" .) }}{{ $_ := set $d "key" .Values.auth.passwordKey }}
+{{- end }}
+{{- toYaml $d }}
 {{- end }}
 
 {{/*

@@ -69,6 +69,35 @@ value and the fix. Called once, from the server Deployment.
 {{- if and $v.metrics.serviceMonitor.enabled (not $v.metrics.enabled) }}
 {{- $errors = append $errors "metrics.serviceMonitor.enabled=true needs metrics.enabled=true (the server only exposes /metrics then)" }}
 {{- end }}
+{{- if and $v.metrics.podMonitoring.enabled (not $v.metrics.enabled) }}
+{{- $errors = append $errors "metrics.podMonitoring.enabled=true needs metrics.enabled=true (the server only exposes /metrics then)" }}
+{{- end }}
+
+{{- /* Pod ranges for the Host check (mlflow.cidrHostPatterns turns them into patterns). */}}
+{{- range $cidr := $v.server.allowedHosts.podCIDRs }}
+{{- $hint := "for example 100.64.0.0/10 or 2600:1900:4120:fabf::/64; list other names or addresses in server.allowedHosts.extra" }}
+{{- if regexMatch "^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$" $cidr }}
+{{- $addr := first (splitList "/" $cidr) }}{{ $bits := int (last (splitList "/" $cidr)) }}
+{{- $bad := or (lt $bits 1) (gt $bits 32) }}
+{{- range (splitList "." $addr) }}{{ if or (gt (int .) 255) (regexMatch "^0[0-9]" .) }}{{ $bad = true }}{{ end }}{{ end }}
+{{- if $bad }}
+{{- $errors = append $errors (printf "server.allowedHosts.podCIDRs: %q is not an IPv4 CIDR with a prefix of 1 to 32 bits (%s)" $cidr $hint) }}
+{{- end }}
+{{- else if regexMatch "^[0-9A-Fa-f:]*:[0-9A-Fa-f:]*/[0-9]{1,3}$" $cidr }}
+{{- $addr := lower (first (splitList "/" $cidr)) }}{{ $bits := int (last (splitList "/" $cidr)) }}
+{{- $head := splitList ":" (first (splitList "::" $addr)) }}
+{{- $n := int (div $bits 16) }}
+{{- $ok := and (eq (mod $bits 16) 0) (ge $bits 16) (le $bits 112) (le $n (len $head)) (le (len (splitList "::" $addr)) 2) }}
+{{- if $ok }}
+{{- range $i := until $n }}{{ if not (regexMatch "^0*[1-9a-f][0-9a-f]{0,3}$" (index $head $i)) }}{{ $ok = false }}{{ end }}{{ end }}
+{{- end }}
+{{- if not $ok }}
+{{- $errors = append $errors (printf "server.allowedHosts.podCIDRs: %q: an IPv6 range must end on a 16-bit boundary (/16 to /112) with no zero group in its prefix, written out before any '::' (the chart matches the start of the address as Kubernetes prints it); %s" $cidr $hint) }}
+{{- end }}
+{{- else }}
+{{- $errors = append $errors (printf "server.allowedHosts.podCIDRs: %q is not a CIDR (%s)" $cidr $hint) }}
+{{- end }}
+{{- end }}
 
 {{- if and $v.httpRoute.enabled (not $v.httpRoute.parentRefs) }}
 {{- $errors = append $errors "httpRoute.enabled=true needs httpRoute.parentRefs: name the Gateway the route attaches to" }}
@@ -95,6 +124,9 @@ value and the fix. Called once, from the server Deployment.
 {{- end }}
 {{- if $v.metrics.serviceMonitor.enabled }}
 {{- $errors = append $errors "networkPolicy.ingressFrom is empty while metrics.serviceMonitor.enabled=true: Prometheus runs in its own namespace and could not scrape /metrics. Add its namespace to networkPolicy.ingressFrom (and {podSelector: {}} to keep this namespace's clients)" }}
+{{- end }}
+{{- if $v.metrics.podMonitoring.enabled }}
+{{- $errors = append $errors "networkPolicy.ingressFrom is empty while metrics.podMonitoring.enabled=true: the managed collectors run in namespace gmp-system and could not scrape /metrics. Admit them and keep this namespace's clients, e.g. networkPolicy.ingressFrom=[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: gmp-system}}, podSelector: {matchLabels: {app.kubernetes.io/name: collector}}}, {podSelector: {}}]" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -213,6 +245,9 @@ for the whole release, after other objects may have changed. Refuse before, nami
 {{- $crds := list }}
 {{- if and $v.metrics.enabled $v.metrics.serviceMonitor.enabled }}
 {{- $crds = append $crds (list "metrics.serviceMonitor.enabled" "monitoring.coreos.com/v1/ServiceMonitor" "the Prometheus Operator") }}
+{{- end }}
+{{- if and $v.metrics.enabled $v.metrics.podMonitoring.enabled }}
+{{- $crds = append $crds (list "metrics.podMonitoring.enabled" "monitoring.googleapis.com/v1/PodMonitoring" "Google Cloud Managed Service for Prometheus (on by default on GKE 1.27 and later; else gcloud container clusters update CLUSTER --enable-managed-prometheus)") }}
 {{- end }}
 {{- if $v.httpRoute.enabled }}
 {{- $crds = append $crds (list "httpRoute.enabled" "gateway.networking.k8s.io/v1/HTTPRoute" "Gateway API v1.0 or later (on GKE: gcloud container clusters update CLUSTER --gateway-api=standard)") }}
