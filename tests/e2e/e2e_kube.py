@@ -42,6 +42,9 @@ CRD_APIS = (
     "monitoring.googleapis.com/v1/PodMonitoring",
     "gateway.networking.k8s.io/v1/HTTPRoute",
     "networking.istio.io/v1/VirtualService",
+    "cloud.google.com/v1/BackendConfig",
+    "networking.gke.io/v1/HealthCheckPolicy",
+    "networking.gke.io/v1/GCPBackendPolicy",
 )
 
 

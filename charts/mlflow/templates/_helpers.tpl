@@ -636,3 +636,56 @@ Types: Helm hook types are read only when the object has no Argo CD one).
 {{- $unit := trimPrefix $number $q }}
 {{- mulf (float64 $number) (get $units $unit | default 1.0) }}
 {{- end }}
+
+{{/* "true" when a route (Ingress, HTTPRoute, VirtualService) or a Google load balancer fronts
+the server. */}}
+{{- define "mlflow.routed" -}}
+{{- if or .Values.ingress.enabled .Values.httpRoute.enabled .Values.virtualService.enabled .Values.gcpLoadBalancer.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+Seconds the server keeps serving once its pod is marked for deletion: endpoint removal reaches
+kube-proxy, the NEG controller and the load balancer some seconds after the pod is marked, and
+requests sent meanwhile must still be answered.
+*/}}
+{{- define "mlflow.preStopSleep" -}}
+{{- $s := .Values.server.preStopSleepSeconds }}
+{{- if kindIs "invalid" $s }}
+{{- $s = ternary 15 (ternary 5 0 (eq (include "mlflow.routed" .) "true")) .Values.gcpLoadBalancer.enabled }}
+{{- end }}
+{{- int $s }}
+{{- end }}
+
+{{/* The pod's grace period: the preStop drain, then the in-flight requests' time (at least the
+load balancer's connection draining, which waits for them). */}}
+{{- define "mlflow.terminationGrace" -}}
+{{- $inFlight := int .Values.server.terminationGracePeriodSeconds }}
+{{- if .Values.gcpLoadBalancer.enabled }}{{ $inFlight = max $inFlight (int .Values.gcpLoadBalancer.drainingTimeoutSec) }}{{ end }}
+{{- add (int (include "mlflow.preStopSleep" .)) $inFlight }}
+{{- end }}
+
+{{/*
+Options for uvicorn (`mlflow server --uvicorn-opts`): the keep-alive and the trusted proxies the
+chart derives, then server.uvicornOpts (uvicorn's click options: the last occurrence wins, so
+the user's own override the chart's).
+*/}}
+{{- define "mlflow.uvicornOpts" -}}
+{{- $opts := list }}
+{{- $keepAlive := .Values.server.keepAliveTimeout }}
+{{- if and (kindIs "invalid" $keepAlive) (include "mlflow.routed" .) }}{{ $keepAlive = 620 }}{{ end }}
+{{- if not (kindIs "invalid" $keepAlive) }}
+{{- $opts = append $opts (printf "--timeout-keep-alive %d" (int $keepAlive)) }}
+{{- end }}
+{{- $trusted := list }}
+{{- if .Values.gcpLoadBalancer.enabled }}
+{{- /* Google's front ends (global external ALB) and health checkers, and the proxy-only
+subnets regional and internal ALBs connect from. */}}
+{{- $trusted = concat (list "35.191.0.0/16" "130.211.0.0/22") .Values.networkPolicy.proxyOnlySubnets .Values.gcpLoadBalancer.loadBalancerAddresses }}
+{{- end }}
+{{- $trusted = concat $trusted .Values.server.forwardedAllowIps | uniq }}
+{{- with $trusted }}
+{{- $opts = append $opts (printf "--forwarded-allow-ips %s" (join "," .)) }}
+{{- end }}
+{{- with .Values.server.uvicornOpts }}{{ $opts = append $opts . }}{{ end }}
+{{- join " " $opts }}
+{{- end }}

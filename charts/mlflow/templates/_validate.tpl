@@ -109,13 +109,24 @@ value and the fix. Called once, from the server Deployment.
 {{- end }}
 {{- end }}
 
+{{- $lb := $v.gcpLoadBalancer }}
+{{- if $lb.enabled }}
+{{- if and $lb.iap.enabled (not $v.ingress.enabled) (not $v.httpRoute.enabled) }}
+{{- $errors = append $errors "gcpLoadBalancer.iap.enabled=true needs the route IAP is set on: ingress.enabled=true (GKE Ingress, a BackendConfig) or httpRoute.enabled=true (GKE Gateway, a GCPBackendPolicy)" }}
+{{- end }}
+{{- if and $lb.iap.enabled $v.httpRoute.enabled (or (not $lb.iap.oauthClientId) (not $lb.iap.oauthClientSecret)) }}
+{{- $errors = append $errors "gcpLoadBalancer.iap.enabled=true with httpRoute.enabled: a GKE Gateway's GCPBackendPolicy needs your OAuth client, set gcpLoadBalancer.iap.oauthClientId and gcpLoadBalancer.iap.oauthClientSecret (a Secret whose key `key` holds the client secret: kubectl create secret generic mlflow-iap --from-literal=key=CLIENT_SECRET)" }}
+{{- end }}
+{{- end }}
+{{- $googleLB := or $v.networkPolicy.allowGoogleLoadBalancers $lb.enabled }}
+
 {{- if $v.networkPolicy.enabled }}
-{{- if and $v.networkPolicy.proxyOnlySubnets (not $v.networkPolicy.allowGoogleLoadBalancers) }}
-{{- $errors = append $errors "networkPolicy.proxyOnlySubnets is set but networkPolicy.allowGoogleLoadBalancers=false: the subnets are admitted only with it. Set networkPolicy.allowGoogleLoadBalancers=true" }}
+{{- if and $v.networkPolicy.proxyOnlySubnets (not $googleLB) }}
+{{- $errors = append $errors "networkPolicy.proxyOnlySubnets is set but networkPolicy.allowGoogleLoadBalancers=false: the subnets are admitted only with it (or with gcpLoadBalancer.enabled). Set networkPolicy.allowGoogleLoadBalancers=true" }}
 {{- end }}
 {{- if not $v.networkPolicy.ingressFrom }}
 {{- range $route := list "ingress" "httpRoute" }}
-{{- if and (index $v $route).enabled (not $v.networkPolicy.allowGoogleLoadBalancers) }}
+{{- if and (index $v $route).enabled (not $googleLB) }}
 {{- $errors = append $errors (printf "networkPolicy.ingressFrom is empty while %s.enabled=true: the server's NetworkPolicy would admit only pods of this namespace and drop the load balancer's traffic. On GKE (Ingress class gce or gce-internal, or a GKE Gateway) set networkPolicy.allowGoogleLoadBalancers=true, and networkPolicy.proxyOnlySubnets for regional or internal load balancers. With an in-cluster controller (ingress-nginx, Envoy Gateway) admit its namespace and keep this one's clients, e.g. networkPolicy.ingressFrom=[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}, {podSelector: {}}]" $route) }}
 {{- end }}
 {{- end }}
@@ -248,6 +259,13 @@ for the whole release, after other objects may have changed. Refuse before, nami
 {{- end }}
 {{- if and $v.metrics.enabled $v.metrics.podMonitoring.enabled }}
 {{- $crds = append $crds (list "metrics.podMonitoring.enabled" "monitoring.googleapis.com/v1/PodMonitoring" "Google Cloud Managed Service for Prometheus (on by default on GKE 1.27 and later; else gcloud container clusters update CLUSTER --enable-managed-prometheus)") }}
+{{- end }}
+{{- if and $lb.enabled $v.ingress.enabled }}
+{{- $crds = append $crds (list "gcpLoadBalancer.enabled" "cloud.google.com/v1/BackendConfig" "GKE (every GKE cluster serves it; elsewhere set gcpLoadBalancer.enabled=false)") }}
+{{- end }}
+{{- if and $lb.enabled $v.httpRoute.enabled }}
+{{- $crds = append $crds (list "gcpLoadBalancer.enabled" "networking.gke.io/v1/HealthCheckPolicy" "the GKE Gateway controller (gcloud container clusters update CLUSTER --gateway-api=standard)") }}
+{{- $crds = append $crds (list "gcpLoadBalancer.enabled" "networking.gke.io/v1/GCPBackendPolicy" "the GKE Gateway controller (gcloud container clusters update CLUSTER --gateway-api=standard)") }}
 {{- end }}
 {{- if $v.httpRoute.enabled }}
 {{- $crds = append $crds (list "httpRoute.enabled" "gateway.networking.k8s.io/v1/HTTPRoute" "Gateway API v1.0 or later (on GKE: gcloud container clusters update CLUSTER --gateway-api=standard)") }}
