@@ -206,9 +206,7 @@ def _check(ctx, res: dict, delete_artifacts: bool, reads: dict) -> Item | None:
             policy = once(("bucket policy", bucket), lambda: ctx.storage.get_policy(bucket))
             others = _other_members(ctx, policy, "bucket", bucket)
             if others:  # another release adopted it (--bucket gs://NAME --adopt)
-                item.why = (f"still granted to {', '.join(others)}: another release or "
-                            "someone else uses it; purge that release first, or remove the "
-                            "grant, then run --purge again")
+                item.why = _used_by_others(others)
                 item.run = None
                 return item
         objects = ctx.storage.count_objects(bucket)
@@ -233,9 +231,7 @@ def _check(ctx, res: dict, delete_artifacts: bool, reads: dict) -> Item | None:
             policy = once(("sa policy", name), lambda: ctx.iam.get_policy(at["project"], name))
             others = _other_members(ctx, policy, "serviceAccount", name)
             if others:  # another release adopted it (--gsa NAME --adopt): it runs as it
-                item.why = (f"still granted to {', '.join(others)}: another release or "
-                            "someone else uses it; purge that release first, or remove the "
-                            "grant, then run --purge again")
+                item.why = _used_by_others(others)
     elif kind == "database owner":
         ns, marker = at.get("namespace", opts.namespace), at.get("configmap")
         if not marker or ctx.kube.get_configmap(ns, marker) is None:
@@ -256,6 +252,12 @@ def _check(ctx, res: dict, delete_artifacts: bool, reads: dict) -> Item | None:
     else:
         return None
     return item
+
+
+def _used_by_others(others: list[str]) -> str:
+    """Why purge keeps what this release created but others were granted on."""
+    return (f"still granted to {', '.join(others)}: another release or someone else uses "
+            "it; purge that release first, or remove the grant, then run --purge again")
 
 
 def _other_members(ctx, policy: dict, where: str, name: str) -> list[str]:

@@ -637,6 +637,12 @@ Types: Helm hook types are read only when the object has no Argo CD one).
 {{- mulf (float64 $number) (get $units $unit | default 1.0) }}
 {{- end }}
 
+{{/* "true" when the server's NetworkPolicy admits Google's load balancers and health checkers
+(asked for, or implied by gcpLoadBalancer.enabled). */}}
+{{- define "mlflow.admitsGoogleLoadBalancers" -}}
+{{- if or .Values.networkPolicy.allowGoogleLoadBalancers .Values.gcpLoadBalancer.enabled }}true{{ end }}
+{{- end }}
+
 {{/* "true" when a route (Ingress, HTTPRoute, VirtualService) or a Google load balancer fronts
 the server. */}}
 {{- define "mlflow.routed" -}}

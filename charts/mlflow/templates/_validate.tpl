@@ -66,11 +66,10 @@ value and the fix. Called once, from the server Deployment.
 {{- $errors = append $errors (printf "autoscaling.maxReplicas=%v is below autoscaling.minReplicas=%v" $v.autoscaling.maxReplicas $v.autoscaling.minReplicas) }}
 {{- end }}
 
-{{- if and $v.metrics.serviceMonitor.enabled (not $v.metrics.enabled) }}
-{{- $errors = append $errors "metrics.serviceMonitor.enabled=true needs metrics.enabled=true (the server only exposes /metrics then)" }}
+{{- range $scraper := list "serviceMonitor" "podMonitoring" }}
+{{- if and (index $v.metrics $scraper).enabled (not $v.metrics.enabled) }}
+{{- $errors = append $errors (printf "metrics.%s.enabled=true needs metrics.enabled=true (the server only exposes /metrics then)" $scraper) }}
 {{- end }}
-{{- if and $v.metrics.podMonitoring.enabled (not $v.metrics.enabled) }}
-{{- $errors = append $errors "metrics.podMonitoring.enabled=true needs metrics.enabled=true (the server only exposes /metrics then)" }}
 {{- end }}
 
 {{- /* Pod ranges for the Host check (mlflow.cidrHostPatterns turns them into patterns). */}}
@@ -118,7 +117,7 @@ value and the fix. Called once, from the server Deployment.
 {{- $errors = append $errors "gcpLoadBalancer.iap.enabled=true with httpRoute.enabled: a GKE Gateway's GCPBackendPolicy needs your OAuth client, set gcpLoadBalancer.iap.oauthClientId and gcpLoadBalancer.iap.oauthClientSecret (a Secret whose key `key` holds the client secret: kubectl create secret generic mlflow-iap --from-literal=key=CLIENT_SECRET)" }}
 {{- end }}
 {{- end }}
-{{- $googleLB := or $v.networkPolicy.allowGoogleLoadBalancers $lb.enabled }}
+{{- $googleLB := include "mlflow.admitsGoogleLoadBalancers" . }}
 
 {{- if $v.networkPolicy.enabled }}
 {{- if and $v.networkPolicy.proxyOnlySubnets (not $googleLB) }}
