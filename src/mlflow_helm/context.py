@@ -87,6 +87,12 @@ class Context:
         return self._adapter("crm", ResourceManager)
 
     @property
+    def services(self):
+        from .gcp.serviceusage import ServiceUsage
+
+        return self._adapter("services", ServiceUsage)
+
+    @property
     def sql(self):
         from .gcp.sqladmin import SqlAdmin
 

@@ -132,14 +132,16 @@ def temporary_admin(ctx) -> Iterator[str]:
     project, instance = ctx.instance_project, ctx.opts.instance_name
     from .gcp import not_found
 
-    password = new_password()
-    users = {u.get("name") for u in ctx.sql.list_users(project, instance)}
+    policy = (ctx.facts.instance.get("settings") or {}).get("passwordValidationPolicy")
+    password = new_password(policy=policy, user=GRANT_USER)
+    hosts = {u.get("name"): u.get("host") for u in ctx.sql.list_users(project, instance)}
+    host = hosts.get(GRANT_USER)
     interrupt.check()
     # From here on the user may exist (an interrupted wait leaves the operation running on
     # the instance), so it is deleted whatever happens next.
     try:
-        if GRANT_USER in users:  # left over by a crashed run: take it over, new password
-            ctx.sql.set_password(project, instance, GRANT_USER, password)
+        if GRANT_USER in hosts:  # left over by a crashed run: take it over, new password
+            ctx.sql.set_password(project, instance, GRANT_USER, password, host)
         else:
             ctx.sql.create_user(project, instance, GRANT_USER, "BUILT_IN", password)
         yield password
@@ -148,7 +150,7 @@ def temporary_admin(ctx) -> Iterator[str]:
         # (users.delete answers 409 until it is done), then deletes.
         with interrupt.shielded():
             try:
-                ctx.sql.delete_user(project, instance, GRANT_USER)
+                ctx.sql.delete_user(project, instance, GRANT_USER, host)
                 ctx.say(f"  deleted the temporary database user {GRANT_USER}")
             except Exception as exc:
                 if not_found(exc):  # never created: the signal came first

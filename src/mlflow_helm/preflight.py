@@ -112,11 +112,32 @@ def check_instance(ctx: Context) -> None:
                             "enable a public or private IP on the instance")
 
 
-def check_project_number(ctx: Context) -> None:
-    number = ctx.crm.project_number(ctx.opts.project)
-    if number is None:
-        raise UserError(f"project {ctx.opts.project} not found", "check --project")
-    ctx.facts.project_number = number
+def needed_services(ctx: Context) -> list[str]:
+    """The Google APIs this run calls (and, for Cloud SQL, the Auth Proxy calls at run time)."""
+    opts = ctx.opts
+    services = ["cloudresourcemanager.googleapis.com", "container.googleapis.com"]
+    if opts.needs_gsa:
+        services.append("iam.googleapis.com")
+    if opts.database == "cloudsql":
+        services.append("sqladmin.googleapis.com")
+    if opts.bucket_name:
+        services.append("storage.googleapis.com")
+    return services
+
+
+def check_project(ctx: Context) -> None:
+    """The project exists and is visible (Resource Manager answers 403 for both a missing and
+    a hidden project: gcp.denied says so), and every API the run calls is enabled in it."""
+    project = ctx.opts.project
+    ctx.facts.project_number = ctx.crm.project_number(project)
+    ctx.apis.project_number = ctx.facts.project_number
+    disabled = ctx.services.disabled(ctx.facts.project_number, needed_services(ctx))
+    if disabled:
+        raise UserError(
+            f"{'these APIs are' if len(disabled) > 1 else 'this API is'} not enabled in "
+            f"project {project}: {', '.join(disabled)}",
+            f"gcloud services enable {' '.join(disabled)} --project {project}, wait a minute, "
+            "then re-run")
 
 
 def preflight(ctx: Context, cluster: bool = True) -> None:
@@ -133,10 +154,11 @@ def preflight(ctx: Context, cluster: bool = True) -> None:
         checks.append(check_kubernetes)
     if opts.uses_gcp:
         resolve_project(ctx)
+        # The project and its APIs first: when they are wrong, every other read fails too,
+        # and this is the failure that says what to do.
+        check_project(ctx)
         checks.append(check_cluster)
-        if opts.identity == "direct" and not opts.needs_gsa:
-            checks.append(check_project_number)
-        elif opts.identity == "direct":
+        if opts.identity == "direct" and opts.needs_gsa:
             ctx.facts.notes.append(
                 "--identity direct: IAM database authentication logs in as a Google service "
                 "account, so MLflow uses one (" + opts.gsa_email + ")")

@@ -168,12 +168,15 @@ def _check(ctx, res: dict, delete_artifacts: bool, reads: dict) -> Item | None:
         item.run = lambda: ctx.sql.delete_database(at["project"], at["instance"], name)
     elif kind in ("cloud sql user", "cloud sql iam user"):
         where = (at["project"], at["instance"])
-        names = once(("users", *where), lambda: {u.get("name")
+        # name -> host: a MySQL user is deleted by name and host (discovery, sqladmin v1
+        # users.delete `host`: "Host of the user in the instance").
+        hosts = once(("users", *where), lambda: {u.get("name"): u.get("host")
                                                  for u in ctx.sql.list_users(*where)})
-        if name not in names:
+        if name not in hosts:
             return None
         item.what = f"on {at['instance']}"
-        item.run = lambda: ctx.sql.delete_user(at["project"], at["instance"], name)
+        item.run = lambda: ctx.sql.delete_user(at["project"], at["instance"], name,
+                                               hosts[name])
     elif kind.startswith("iam binding "):
         role = kind.removeprefix("iam binding ")
         if "bucket" in at:

@@ -119,6 +119,9 @@ def world(request, tmp_path, monkeypatch) -> World:
     google.close()
     gcs.close()
     kube.close()
+    # Every request the CLI sent was one the discovery documents allow (tests/fakes/
+    # discovery.py); a test that wants a rejection takes it off the list itself.
+    assert google.rejected == [], f"requests the real API would reject: {google.rejected}"
 
 
 def cli_env(world: World, **extra) -> dict:

@@ -81,8 +81,8 @@ def test_project_from_cloudsdk_environment(world):
     env = cli_env(world, CLOUDSDK_CORE_PROJECT="other-proj")
     result = CliRunner().invoke(main, ["plan", "--bucket", "gs://team-artifacts",
                                        "--create-bucket"], env=env)
-    # The fake knows no cluster in other-proj: the project came from the environment.
-    assert "GKE cluster prod not found in other-proj/europe-west1" in result.output
+    # The fake knows no project other-proj: the project came from the environment.
+    assert "project other-proj does not exist, or you cannot see it" in result.output
     assert result.exit_code == 2
 
 
@@ -184,5 +184,5 @@ def test_helm_kubecontext_selects_the_context_and_its_project(world, tmp_path):
     result = CliRunner().invoke(main, ["plan", "--bucket", "gs://team-artifacts",
                                        "--create-bucket"], env=env)
     # The project came from the selected context, not the current one (my-proj).
-    assert "GKE cluster prod not found in other-proj/europe-west1" in result.output
+    assert "project other-proj does not exist, or you cannot see it" in result.output
     assert "Traceback" not in result.output  # HELM_DEBUG=false is not --debug

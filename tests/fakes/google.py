@@ -1,8 +1,21 @@
 """A stateful fake of the Google APIs the CLI calls, over real HTTP.
 
-sqladmin v1, iam v1, cloudresourcemanager v1 and container v1, each under its own path
-prefix (`http://127.0.0.1:PORT/<api>/…`), answering what googleapiclient sends. Fidelity,
-where the emulators on PyPI fall short:
+sqladmin v1, iam v1, cloudresourcemanager v1, container v1 and serviceusage v1, each under
+its own path prefix (`http://127.0.0.1:PORT/<api>/…`), answering what googleapiclient sends.
+Fidelity, where the emulators on PyPI fall short:
+- Every request is first checked against the discovery document of the API version
+  (tests/fakes/discovery.py): a method the document lacks is 404; an undeclared query
+  parameter, a missing required one, an unknown body field, a wrong type or enum value is
+  400 INVALID_ARGUMENT with a google.rpc.BadRequest, as the real front end answers.
+  Rejected requests are kept in `rejected`; the CLI tests require it to stay empty.
+- A project that does not exist is 403 PERMISSION_DENIED, as Resource Manager answers for
+  a project the caller cannot see (discovery, cloudresourcemanager v1 projects.get).
+- An API not enabled in the project (`disable`) is 403 with ErrorInfo SERVICE_DISABLED,
+  its activation URL and consumer; services.batchGet reports it DISABLED.
+- MySQL users.update/delete need `host` (discovery, sqladmin v1 User.host: "For a MySQL
+  instance, it's required"); the instance's passwordValidationPolicy is enforced on
+  users.insert and users.update (the 400's wording is ours: no source gives it verbatim).
+- flags.list with `requiresRestart` per flag (discovery, sqladmin v1 Flag).
 - IAM policies carry an etag; a setIamPolicy with a stale etag gets 409 ABORTED (IAM and
   Resource Manager do this); `requestedPolicyVersion` is echoed into `version`.
 - Cloud SQL mutations return operations that go PENDING → RUNNING → DONE over time (the
@@ -42,9 +55,25 @@ from http.server import ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+from . import discovery
 from .http import serve_json, url_of
 
-READ_OPS = {"get", "list", "getIamPolicy"}
+READ_OPS = {"get", "list", "getIamPolicy", "batchGet"}
+SERVICE_TITLES = {"sqladmin.googleapis.com": "Cloud SQL Admin API",
+                  "iam.googleapis.com": "Identity and Access Management (IAM) API",
+                  "cloudresourcemanager.googleapis.com": "Cloud Resource Manager API",
+                  "container.googleapis.com": "Kubernetes Engine API",
+                  "storage.googleapis.com": "Cloud Storage API",
+                  "serviceusage.googleapis.com": "Service Usage API"}
+
+
+class Denied(Exception):
+    """A handler's 403 PERMISSION_DENIED (the permission, the resource)."""
+
+    def body(self) -> dict:
+        permission, resource = self.args
+        return _error(403, f"Permission '{permission}' denied on resource '{resource}' (or it "
+                           "may not exist).", "PERMISSION_DENIED", reason="forbidden")
 
 
 @dataclass
@@ -98,6 +127,7 @@ class State:
     operations: dict = field(default_factory=dict)  # name -> op (+ private fields)
     clusters: dict = field(default_factory=dict)  # (pid, loc, name) -> cluster
     owned: dict = field(default_factory=dict)  # (pid, inst) -> {user: {database: objects}}
+    disabled: set = field(default_factory=set)  # (pid, "sqladmin.googleapis.com")
 
 
 class FakeGoogle:
@@ -116,6 +146,10 @@ class FakeGoogle:
         self.latency = latency
         self.op_errors: dict[str, str] = {}  # op name prefix -> error message at DONE
         self.hooks: list[Callable[[str, dict], None]] = []  # (op, body) before handling
+        # Every request is checked against the discovery document first (discovery.py);
+        # what it rejected, for tests to assert on.
+        self.validate = True
+        self.rejected: list[tuple[str, str]] = []
         self._op_n = 0
         self.server: ThreadingHTTPServer | None = None
 
@@ -249,12 +283,28 @@ class FakeGoogle:
         ("container", "GET",
          r"v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)",
          "clusters.get"),
+        ("sqladmin", "GET", r"v1/flags", "flags.list"),
+        ("serviceusage", "GET", r"v1/projects/(?P<p>[^/]+)/services:batchGet",
+         "services.batchGet"),
     ]
 
     def handle(self, method: str, raw_path: str, body: dict) -> tuple[int, Any]:
         url = urlsplit(raw_path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        multi = parse_qs(url.query, keep_blank_values=True)
+        query = {k: v[0] for k, v in multi.items()}
+        query["_multi"] = multi
         api, _, rest = url.path.lstrip("/").partition("/")
+        if self.validate:
+            found, invalid = discovery.check(api, method, rest, multi, body)
+            if found is None and api in discovery.VERSIONS:
+                return 404, _error(404, f"no method {method} {url.path} in the {api} "
+                                        "discovery document", "NOT_FOUND")
+            if invalid is not None:
+                now = time.monotonic()
+                self.calls.append(Call(api, found.id.split(".", 1)[1], method, url.path, 400,
+                                       method != "GET", now, now))
+                self.rejected.append((found.id, invalid["error"]["message"]))
+                return 400, invalid
         for r_api, r_method, pattern, route_op in self.ROUTES:
             if r_api == api and r_method == method:
                 match = re.fullmatch(pattern, rest)
@@ -270,7 +320,9 @@ class FakeGoogle:
             time.sleep(self.latency)
         with self.lock:
             self._tick()
-            status, payload = self._fault(full_op, method, url.path)
+            status, payload = self._disabled(api, match.groupdict().get("p", ""))
+            if status is None:
+                status, payload = self._fault(full_op, method, url.path)
             if status is None:
                 for hook in list(self.hooks):
                     hook(full_op, body)
@@ -279,6 +331,8 @@ class FakeGoogle:
                         match.groupdict(), query, body)
                 except KeyError as exc:
                     status, payload = 404, _error(404, f"not found: {exc}", "NOT_FOUND")
+                except Denied as exc:
+                    status, payload = 403, exc.body()
             key, refs, operation, instance = _resource(op, match.groupdict(), query, body)
             call = Call(api, op, method, url.path, status, mutating, start, time.monotonic(),
                         key, refs, operation, instance=instance)
@@ -287,6 +341,40 @@ class FakeGoogle:
                 call.done = op == "operations.get" and payload["status"] == "DONE"
             self.calls.append(call)
             return status, payload
+
+    def disable(self, pid: str, service: str) -> None:
+        """`service` (e.g. sqladmin.googleapis.com) is not enabled in project `pid`."""
+        self.state.disabled.add((pid, service))
+
+    def _disabled(self, api: str, pid: str) -> tuple[int | None, Any]:
+        """403 SERVICE_DISABLED for an API not enabled in the project the call names.
+
+        The shape is Google's for every API (https://cloud.google.com/apis/design/errors,
+        ErrorInfo; reason SERVICE_DISABLED in https://cloud.google.com/service-usage/docs/
+        and google.api.ErrorReason SERVICE_DISABLED in googleapis/api-common-protos
+        google/api/error_reason.proto): the message names the API and the activation URL, the
+        ErrorInfo carries service, consumer and activationUrl. The consumer is the project the
+        request names (the quota project is not modelled: with user credentials and no quota
+        project, Google bills the project in the request for these APIs).
+        """
+        service = f"{api}.googleapis.com"
+        if (pid, service) not in self.state.disabled:
+            return None, None
+        number = self.state.projects.get(pid, {}).get("number", pid)
+        url = (f"https://console.developers.google.com/apis/api/{service}/overview"
+               f"?project={number}")
+        message = (f"{SERVICE_TITLES.get(service, service)} has not been used in project "
+                   f"{number} before or it is disabled. Enable it by visiting {url} then retry. "
+                   "If you enabled this API recently, wait a few minutes for the action to "
+                   "propagate to our systems and retry.")
+        body = _error(403, message, "PERMISSION_DENIED", reason="accessNotConfigured")
+        body["error"]["details"] = [{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED",
+            "domain": "googleapis.com",
+            "metadata": {"service": service, "consumer": f"projects/{number}",
+                         "activationUrl": url, "containerInfo": str(number),
+                         "serviceTitle": SERVICE_TITLES.get(service, service)}}]
+        return 403, body
 
     def _fault(self, op: str, method: str, path: str) -> tuple[int | None, Any]:
         fault = take_fault(self.faults, op)
@@ -346,6 +434,12 @@ class FakeGoogle:
 
     # -- resource manager ----------------------------------------------------------------
     def _project(self, p):
+        # Resource Manager answers 403, not 404, for a project that does not exist as for one
+        # the caller cannot see: discovery, cloudresourcemanager v1 projects.get ("The caller
+        # must have read permissions for this Project") and projects.getIamPolicy
+        # ("Permission is denied if the policy or the resource does not exist").
+        if p not in self.state.projects:
+            raise Denied("resourcemanager.projects.get", f"projects/{p}")
         return self.state.projects[p]
 
     def _projects_get(self, m, q, b):
@@ -499,6 +593,10 @@ class FakeGoogle:
         host = b.get("host", "%" if mysql and user_type == "BUILT_IN" else "")
         if (name, host) in users:
             return 409, _error(409, f"The user {name} already exists.", "ALREADY_EXISTS")
+        if user_type == "BUILT_IN":
+            refused = _policy_refuses(inst, name, b.get("password") or "")
+            if refused:
+                return 400, refused
         if user_type == "CLOUD_IAM_SERVICE_ACCOUNT":
             iam_flag = "cloudsql.iam_authentication" if not mysql else \
                 "cloudsql_iam_authentication"
@@ -511,8 +609,20 @@ class FakeGoogle:
         return self._start_op(m["p"], m["i"], "CREATE_USER",
                               lambda: users.setdefault((name, host), user), name)
 
+    def _mysql_host(self, m, q):
+        """MySQL users are (name, host) pairs: discovery, sqladmin v1 User.host "For a MySQL
+        instance, it's required; for a PostgreSQL or SQL Server instance, it's optional"."""
+        if self._inst(m)["databaseVersion"].startswith("MYSQL") and "host" not in q:
+            return 400, _error(400, "Invalid request: host is required for MySQL users.",
+                               "INVALID_ARGUMENT", reason="invalid")
+        return None
+
     def _users_update(self, m, q, b):
         users = self.state.users[(m["p"], m["i"])]
+        refused = self._mysql_host(m, q) or _policy_refuses(
+            self._inst(m), q["name"], b.get("password") or "")
+        if refused:
+            return refused if isinstance(refused, tuple) else (400, refused)
         key = (q["name"], q.get("host", ""))
         if key not in users:
             key = next(k for k in users if k[0] == q["name"])
@@ -522,7 +632,12 @@ class FakeGoogle:
 
     def _users_delete(self, m, q, b):
         users = self.state.users[(m["p"], m["i"])]
-        key = next((k for k in users if k[0] == q["name"]), None)
+        refused = self._mysql_host(m, q)
+        if refused:
+            return refused
+        key = (q["name"], q.get("host", ""))
+        if key not in users:  # PostgreSQL: the host is optional and ignored
+            key = next((k for k in users if k[0] == q["name"]), None)
         if key is None:
             raise KeyError(q["name"])
         inst = self._inst(m)
@@ -535,6 +650,34 @@ class FakeGoogle:
                                "INVALID_ARGUMENT", reason="invalid")
         return self._start_op(m["p"], m["i"], "DELETE_USER", lambda: users.pop(key, None),
                               q["name"])
+
+    def _flags_list(self, m, q, b):
+        """The flags Cloud SQL offers, with `requiresRestart` (discovery, sqladmin v1 Flag:
+        "Indicates whether changing this flag will trigger a database restart"). Values as
+        Cloud SQL lists them ("Configure database flags", cloud.google.com/sql/docs/*/flags):
+        the IAM authentication flags apply without a restart, MySQL's max_connections and
+        PostgreSQL's max_connections need one."""
+        version = q.get("databaseVersion", "")
+        items = [dict(f, kind="sql#flag", appliesTo=[version] if version else [])
+                 for f in FLAGS if not version or f["engine"] in version]
+        for item in items:
+            item.pop("engine")
+        return 200, {"kind": "sql#flagsList", "items": items}
+
+    def _services_batchGet(self, m, q, b):
+        """Service Usage v1 services.batchGet: each named service with state ENABLED or
+        DISABLED (discovery, serviceusage v1 GoogleApiServiceusageV1Service.state)."""
+        # The parent is projects/NUMBER in Google's examples; a project ID is accepted too.
+        pid = next((p for p, v in self.state.projects.items() if v["number"] == m["p"]), m["p"])
+        number = self._project(pid)["number"]
+        services = []
+        for name in q["_multi"].get("names", []):
+            service = name.rsplit("/", 1)[-1]
+            services.append({"name": f"projects/{number}/services/{service}",
+                             "parent": f"projects/{number}",
+                             "state": "DISABLED" if (pid, service) in self.state.disabled
+                             else "ENABLED"})
+        return 200, {"services": services}
 
     def _operations_get(self, m, q, b):
         return 200, _public(self.state.operations[m["o"]])
@@ -558,6 +701,10 @@ def _resource(op: str, m: dict, q: dict, b: dict) -> tuple[str, tuple[str, ...],
         key = f"sa/{email}" + ("/policy" if "IamPolicy" in op else "")
     elif kind == "clusters":
         key = f"cluster/{p}/{m['l']}/{m['c']}"
+    elif kind == "flags":
+        key = "sqlflags"
+    elif kind == "services":
+        key = f"project/{p}/services"
     elif kind == "operations":
         return f"sqlop/{m['o']}", refs, m["o"], ""
     else:  # sqladmin instances, databases, users
@@ -569,6 +716,46 @@ def _resource(op: str, m: dict, q: dict, b: dict) -> tuple[str, tuple[str, ...],
         queued = instance if op.split(".")[-1] in ("patch", "insert", "update", "delete") else ""
         return key, refs, "", queued
     return key, refs, "", ""
+
+
+FLAGS = [
+    {"name": "cloudsql.iam_authentication", "type": "BOOLEAN", "requiresRestart": False,
+     "engine": "POSTGRES"},
+    {"name": "max_connections", "type": "INTEGER", "requiresRestart": True,
+     "engine": "POSTGRES"},
+    {"name": "cloudsql_iam_authentication", "type": "BOOLEAN", "requiresRestart": False,
+     "engine": "MYSQL"},
+    {"name": "log_bin_trust_function_creators", "type": "BOOLEAN", "requiresRestart": False,
+     "engine": "MYSQL"},
+    {"name": "max_connections", "type": "INTEGER", "requiresRestart": False,
+     "engine": "MYSQL"},
+]
+
+
+def _policy_refuses(inst: dict, user: str, password: str) -> dict | None:
+    """The instance's password policy (discovery, sqladmin v1 PasswordValidationPolicy:
+    minLength; complexity COMPLEXITY_DEFAULT "A combination of lowercase, uppercase, numeric,
+    and non-alphanumeric characters"; disallowUsernameSubstring), applied on users.insert and
+    users.update when enablePasswordPolicy is on. The message wording is ours: Google's
+    documentation gives the rule, not the error text."""
+    policy = inst["settings"].get("passwordValidationPolicy") or {}
+    if not policy.get("enablePasswordPolicy") or not password:
+        return None
+    problems = []
+    if len(password) < int(policy.get("minLength") or 0):
+        problems.append(f"shorter than {policy['minLength']} characters")
+    if policy.get("complexity") == "COMPLEXITY_DEFAULT":
+        classes = [any(c.islower() for c in password), any(c.isupper() for c in password),
+                   any(c.isdigit() for c in password), any(not c.isalnum() for c in password)]
+        if not all(classes):
+            problems.append("not a combination of lowercase, uppercase, numeric and "
+                            "non-alphanumeric characters")
+    if policy.get("disallowUsernameSubstring") and user.lower() in password.lower():
+        problems.append("contains the user name")
+    if not problems:
+        return None
+    return _error(400, "Invalid request: Password doesn't comply with the password validation "
+                       f"policy: {'; '.join(problems)}.", "INVALID_ARGUMENT", reason="invalid")
 
 
 def _public(op: dict) -> dict:

@@ -49,10 +49,12 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "objects.list": ("storage.objects.list", "roles/storage.objectViewer"),
     "objects.delete": ("storage.objects.delete", "roles/storage.objectAdmin"),
     "buckets.setIamPolicy": ("storage.buckets.setIamPolicy", "roles/storage.admin"),
+    "services.batchGet": ("serviceusage.services.get", "roles/serviceusage.serviceUsageViewer"),
 }
 
 TRANSIENT = {429, 500, 502, 503, 504}
-API_VERSIONS = {"sqladmin": "v1", "iam": "v1", "cloudresourcemanager": "v1", "container": "v1"}
+API_VERSIONS = {"sqladmin": "v1", "iam": "v1", "cloudresourcemanager": "v1", "container": "v1",
+                "serviceusage": "v1"}
 
 
 _DOCS: dict[str, str] = {}
@@ -81,16 +83,30 @@ def http_status(exc: BaseException) -> int | None:
     return int(code) if isinstance(code, int) else None
 
 
-def error_reason(exc: BaseException) -> str:
-    """The message Google put in the error body, for humans."""
-    try:
-        import json
+def error_body(exc: BaseException) -> dict:
+    """The `error` object of a Google JSON error response ({} when there is none)."""
+    import json
 
+    try:
         content = getattr(exc, "content", b"")
         body = json.loads(content.decode() if isinstance(content, bytes) else content)
-        return body.get("error", {}).get("message", "") or str(exc)
+        return body.get("error", {}) if isinstance(body, dict) else {}
     except Exception:
-        return getattr(exc, "message", "") or str(exc)
+        return {}
+
+
+def error_reason(exc: BaseException) -> str:
+    """The message Google put in the error body, for humans."""
+    return error_body(exc).get("message", "") or getattr(exc, "message", "") or str(exc)
+
+
+def error_info(exc: BaseException) -> dict:
+    """The google.rpc.ErrorInfo detail of an error ({} when there is none): its `reason`
+    (e.g. SERVICE_DISABLED) and `metadata` say why, where the HTTP status alone cannot."""
+    for detail in error_body(exc).get("details") or []:
+        if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+            return detail
+    return {}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -100,7 +116,46 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
-def denied(exc: BaseException, operation: str, resource: str) -> PermissionDenied:
+def denied(exc: BaseException, operation: str, resource: str, project: str = "",
+           project_number: str = "") -> UserError:
+    """What a 403 means. Google answers 403 for several different things; each gets its own
+    message and fix:
+    - an API not enabled (ErrorInfo reason SERVICE_DISABLED) in the project the call names,
+      or in another project (the credentials' quota project, which pays for the call);
+    - Resource Manager's projects.get for a project that does not exist or that the caller
+      cannot see (the two are one answer there, by design);
+    - a missing permission: the role that grants it.
+    """
+    info = error_info(exc)
+    if info.get("reason") == "SERVICE_DISABLED":
+        meta = info.get("metadata") or {}
+        service = meta.get("service", "the API")
+        consumer = meta.get("consumer", "").removeprefix("projects/")
+        title = meta.get("serviceTitle") or service
+        # The consumer is a project number; until preflight has read the project's number,
+        # a disabled API is taken to be the project's own.
+        if project_number and consumer and consumer not in (project, project_number):
+            return UserError(
+                f"{title} ({service}) is not enabled in project {consumer}, which your "
+                f"credentials bill the call to (their quota project), while {operation} "
+                f"{resource} runs in {project}",
+                f"enable it there (gcloud services enable {service} --project {consumer}), "
+                f"or bill the project itself: gcloud auth application-default "
+                f"set-quota-project {project}")
+        target = project or consumer
+        return UserError(f"{title} ({service}) is not enabled in project {target}",
+                         f"gcloud services enable {service} --project {target}, wait a "
+                         "minute, then re-run")
+    if info.get("reason") == "USER_PROJECT_DENIED":
+        return UserError(f"your credentials' quota project may not be used for {operation} "
+                         f"{resource} ({error_reason(exc)})",
+                         "gcloud auth application-default set-quota-project PROJECT (one in "
+                         "which you have serviceusage.services.use)")
+    if operation == "projects.get":
+        return UserError(f"project {resource} does not exist, or you cannot see it "
+                         f"({error_reason(exc)})",
+                         "check --project (the project ID, not its name); if it is right, ask "
+                         "its owner for roles/browser")
     permission, role = PERMISSIONS.get(operation, ("(unknown)", "roles/owner"))
     return PermissionDenied(
         f"permission denied: {permission} on {resource} ({error_reason(exc)})",
@@ -117,6 +172,7 @@ class GoogleApis:
     storage_url: str = ""  # e.g. http://127.0.0.1:PORT for fake-gcs-server (+ bucket IAM)
     credentials: Any = None
     project: str = ""
+    project_number: str = ""  # once preflight has read it: tells a quota project's 403 apart
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Where long waits report their elapsed time (the CLI prints to stderr).
     progress: Any = None
@@ -207,7 +263,8 @@ class GoogleApis:
         except Exception as exc:
             status = http_status(exc)
             if status == 403:
-                raise denied(exc, operation, resource) from exc
+                raise denied(exc, operation, resource, self.project,
+                             self.project_number) from exc
             if status == 401:
                 raise UserError(f"Google rejected the credentials ({error_reason(exc)})",
                                 "run `gcloud auth application-default login` again") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import GoogleApis, not_found
+from . import GoogleApis
 from .policy import Policy, ensure_member
 
 
@@ -10,15 +10,13 @@ class ResourceManager:
     def __init__(self, apis: GoogleApis) -> None:
         self.apis = apis
 
-    def project_number(self, project: str) -> str | None:
+    def project_number(self, project: str) -> str:
+        """The project's number. A project that does not exist, or that the caller cannot
+        see, is a 403 (discovery, cloudresourcemanager v1 projects.get: "The caller must have
+        read permissions for this Project"), which gcp.denied turns into a UserError."""
         svc = self.apis.service("cloudresourcemanager")
-        try:
-            body = self.apis.execute(svc.projects().get(projectId=project),
-                                     "projects.get", f"project {project}")
-        except Exception as exc:
-            if not_found(exc):
-                return None
-            raise
+        body = self.apis.execute(svc.projects().get(projectId=project),
+                                 "projects.get", project)
         return str(body["projectNumber"])
 
     def get_policy(self, project: str) -> Policy:

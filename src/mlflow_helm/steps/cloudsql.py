@@ -13,10 +13,30 @@ BUILT_IN_USER = "mlflow"
 IAM_SA_TYPE = "CLOUD_IAM_SERVICE_ACCOUNT"
 
 
-def new_password(length: int = 32) -> str:
-    """Letters and digits only: for MySQL the chart puts the password into the URI."""
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(length))
+# URI-unreserved punctuation (RFC 3986 section 2.3): a password made of these and
+# alphanumerics needs no encoding where the chart expands it into a MySQL URI.
+SYMBOLS = "-._~"
+CLASSES = (string.ascii_lowercase, string.ascii_uppercase, string.digits, SYMBOLS)
+
+
+def new_password(length: int = 32, policy: dict | None = None, user: str = "") -> str:
+    """A random password that every Cloud SQL password policy accepts: each of the four
+    character classes COMPLEXITY_DEFAULT asks for (lower, upper, digit, non-alphanumeric), at
+    least the policy's minLength, and never the user name inside it (disallowUsernameSubstring).
+    See PasswordValidationPolicy in the sqladmin v1 discovery document."""
+    policy = policy or {}
+    length = max(length, int(policy.get("minLength") or 0), len(CLASSES))
+    alphabet = "".join(CLASSES)
+    while True:
+        chars = [secrets.choice(c) for c in CLASSES]
+        chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
+        # Shuffle with a CSPRNG so the classes' positions are not fixed.
+        for i in range(len(chars) - 1, 0, -1):
+            j = secrets.randbelow(i + 1)
+            chars[i], chars[j] = chars[j], chars[i]
+        password = "".join(chars)
+        if not user or user.lower() not in password.lower():
+            return password
 
 
 def sql_at(step: Step) -> dict[str, str]:
@@ -140,7 +160,9 @@ class DatabaseUserStep(Step):
         secret = self.ctx.kube.get_secret(ns, secret_name) or {}
         password = secret.get(PASSWORD_KEY)
         if not password:
-            password = new_password()
+            policy = (self.ctx.facts.instance.get("settings") or {}).get(
+                "passwordValidationPolicy")
+            password = new_password(policy=policy, user=self.opts.db_user)
             self.ctx.kube.put_secret(ns, secret_name, {PASSWORD_KEY: password})
         for change in changes:
             if change.kind != "cloud sql user" or change.action == UNCHANGED:
