@@ -146,6 +146,8 @@ class FakeGoogle:
         self.latency = latency
         self.op_errors: dict[str, str] = {}  # op name prefix -> error message at DONE
         self.hooks: list[Callable[[str, dict], None]] = []  # (op, body) before handling
+        # The credentials' quota project, when one is modelled (see _disabled).
+        self.quota_project: str | None = None
         # Every request is checked against the discovery document first (discovery.py);
         # what it rejected, for tests to assert on.
         self.validate = True
@@ -187,8 +189,9 @@ class FakeGoogle:
         builtin = "postgres" if version.startswith("POSTGRES") else "root"
         self.state.databases[(pid, name)] = {
             "postgres" if builtin == "postgres" else "mysql": {"name": builtin}}
-        self.state.users[(pid, name)] = {(builtin, ""): {"name": builtin, "host": "",
-                                                         "type": "BUILT_IN"}}
+        host = "" if builtin == "postgres" else "%"  # Cloud SQL's root is root@%
+        self.state.users[(pid, name)] = {(builtin, host): {"name": builtin, "host": host,
+                                                           "type": "BUILT_IN"}}
 
     def own(self, pid: str, instance: str, user: str, database: str, objects: int = 42) -> None:
         """`user` owns `objects` tables, sequences... in `database` (MLflow's migrations ran
@@ -358,6 +361,9 @@ class FakeGoogle:
         project, Google bills the project in the request for these APIs).
         """
         service = f"{api}.googleapis.com"
+        # With a quota project on the credentials (x-goog-user-project), that project is the
+        # consumer: its services must be enabled, whatever project the call names.
+        pid = self.quota_project or pid
         if (pid, service) not in self.state.disabled:
             return None, None
         number = self.state.projects.get(pid, {}).get("number", pid)
