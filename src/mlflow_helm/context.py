@@ -25,7 +25,9 @@ class Facts:
     project_number: str = ""
     kube_version: str = ""
     helm_version: str = ""
-    workload_pool: str = ""
+    workload_pool: str = ""  # the cluster's, e.g. PROJECT.svc.id.goog or a fleet host's
+    pool_project_number: str = ""  # the number of the pool's project (principal:// members)
+    wi_node_selector: bool = False  # some node pools lack the GKE metadata server
     instance: dict = field(default_factory=dict)
     engine: str = ""  # postgres | mysql
     connection_name: str = ""
@@ -112,8 +114,12 @@ class Context:
 
     # Identities -----------------------------------------------------------------------
     @property
+    def workload_pool(self) -> str:
+        return self.facts.workload_pool or f"{self.opts.project}.svc.id.goog"
+
+    @property
     def ksa_subject(self) -> str:
-        return f"{self.opts.project}.svc.id.goog[{self.opts.namespace}/{self.opts.ksa_name}]"
+        return f"{self.workload_pool}[{self.opts.namespace}/{self.opts.ksa_name}]"
 
     @property
     def member(self) -> str:
@@ -121,8 +127,9 @@ class Context:
         if self.opts.needs_gsa:
             return f"serviceAccount:{self.opts.gsa_email}"
         return (
-            f"principal://iam.googleapis.com/projects/{self.facts.project_number}/locations/"
-            f"global/workloadIdentityPools/{self.opts.project}.svc.id.goog/subject/ns/"
+            f"principal://iam.googleapis.com/projects/"
+            f"{self.facts.pool_project_number or self.facts.project_number}/locations/"
+            f"global/workloadIdentityPools/{self.workload_pool}/subject/ns/"
             f"{self.opts.namespace}/sa/{self.opts.ksa_name}"
         )
 

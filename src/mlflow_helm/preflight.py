@@ -49,25 +49,55 @@ def check_cluster(ctx: Context) -> None:
     if cluster is None:
         raise UserError(f"GKE cluster {opts.cluster} not found in {opts.project}/{opts.location}",
                         "check --cluster, --location and --project")
+    # The pool is the cluster's own project's (PROJECT.svc.id.goog) or a fleet host project's:
+    # read it, never assume it (discovery, container v1 WorkloadIdentityConfig.workloadPool).
     pool = (cluster.get("workloadIdentityConfig") or {}).get("workloadPool", "")
-    expected = f"{opts.project}.svc.id.goog"
-    if pool != expected:
+    if not pool:
         raise UserError(
-            f"cluster {opts.cluster} does not have Workload Identity enabled "
-            f"(workloadPool={pool or 'none'})",
+            f"cluster {opts.cluster} does not have Workload Identity enabled",
             f"gcloud container clusters update {opts.cluster} --location {opts.location} "
-            f"--workload-pool={expected}")
+            f"--workload-pool={opts.project}.svc.id.goog")
+    if not pool.endswith(".svc.id.goog"):
+        raise UserError(f"cluster {opts.cluster} has workload pool {pool}, which is not a "
+                        "GKE pool (PROJECT.svc.id.goog)", "check the cluster's Workload "
+                        "Identity settings")
     ctx.facts.workload_pool = pool
+    check_node_pools(ctx, cluster)
+    location = cluster.get("location") or opts.location
+    ctx.facts.bucket_location = "-".join(location.split("-")[:2]).upper()
+
+
+# GKE labels the nodes that run the GKE metadata server; pods that need Google credentials
+# select them when some node pools do not ("Authenticate to Google Cloud APIs from GKE
+# workloads": nodeSelector iam.gke.io/gke-metadata-server-enabled: "true"; Autopilot rejects
+# that selector, all its nodes have the server).
+WI_NODE_LABEL = "iam.gke.io/gke-metadata-server-enabled"
+
+
+def check_node_pools(ctx: Context, cluster: dict) -> None:
+    """Pools without the GKE metadata server can coexist with ones that have it: MLflow is then
+    scheduled onto the latter (a warning says so). With none, nothing could log in."""
+    opts = ctx.opts
+    if (cluster.get("autopilot") or {}).get("enabled"):
+        return
+    without = []
     for node_pool in cluster.get("nodePools", []):
         mode = (node_pool.get("config", {}).get("workloadMetadataConfig") or {}).get("mode")
         if mode != "GKE_METADATA":
-            raise UserError(
-                f"node pool {node_pool.get('name')} does not use the GKE metadata server "
-                f"(workloadMetadataConfig.mode={mode or 'unset'})",
-                f"gcloud container node-pools update {node_pool.get('name')} --cluster "
-                f"{opts.cluster} --location {opts.location} --workload-metadata=GKE_METADATA")
-    location = cluster.get("location") or opts.location
-    ctx.facts.bucket_location = "-".join(location.split("-")[:2]).upper()
+            without.append((node_pool.get("name", ""), mode or "unset"))
+    if not without:
+        return
+    names = ", ".join(f"{name} (workloadMetadataConfig.mode={mode})" for name, mode in without)
+    fix = (f"gcloud container node-pools update POOL --cluster {opts.cluster} --location "
+           f"{opts.location} --workload-metadata=GKE_METADATA")
+    if len(without) == len(cluster.get("nodePools", [])):
+        raise UserError(f"no node pool of cluster {opts.cluster} runs the GKE metadata server, "
+                        f"so no pod can use Workload Identity: {names}", fix)
+    ctx.facts.wi_node_selector = True
+    ctx.facts.notes.append(
+        f"warning: node pool{'s' if len(without) > 1 else ''} {names} do not run the GKE "
+        f"metadata server; MLflow's pods are scheduled onto the pools that do (nodeSelector "
+        f'{WI_NODE_LABEL}: "true"). To use every pool: {fix}')
 
 
 def check_instance(ctx: Context) -> None:
@@ -125,6 +155,16 @@ def needed_services(ctx: Context) -> list[str]:
     return services
 
 
+def pool_project_number(ctx: Context) -> None:
+    """The number of the project that owns the workload pool, for principal:// members: the
+    cluster's project, or the fleet host project for a fleet pool."""
+    pool_project = ctx.facts.workload_pool.removesuffix(".svc.id.goog")
+    if pool_project == ctx.opts.project:
+        ctx.facts.pool_project_number = ctx.facts.project_number
+    else:
+        ctx.facts.pool_project_number = ctx.crm.project_number(pool_project)
+
+
 def check_project(ctx: Context) -> None:
     """The project exists and is visible (Resource Manager answers 403 for both a missing and
     a hidden project: gcp.denied says so), and every API the run calls is enabled in it."""
@@ -168,3 +208,5 @@ def preflight(ctx: Context, cluster: bool = True) -> None:
         futures = [pool.submit(check, ctx) for check in checks]
     for future in futures:
         future.result()
+    if opts.uses_gcp and opts.identity == "direct" and not opts.needs_gsa:
+        pool_project_number(ctx)

@@ -15,6 +15,12 @@ def compute_values(ctx: Context) -> dict[str, Any]:
         return values
     if opts.needs_gsa:
         values["serviceAccount"] = {"gcpServiceAccount": opts.gsa_email}
+    if facts.wi_node_selector:
+        # The chart's nodeSelector is the server's, the migration Job's and the test pods':
+        # every pod that logs in to Google. A user's own nodeSelector merges with it.
+        from .preflight import WI_NODE_LABEL
+
+        values["nodeSelector"] = {WI_NODE_LABEL: "true"}
     if opts.bucket_name:
         values["artifacts"] = {"type": "gcs",
                                "gcs": {"bucket": opts.bucket_name, "path": opts.bucket_path}}
