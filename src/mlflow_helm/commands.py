@@ -334,12 +334,33 @@ def do_plan(ctx: Context, command: str = "plan") -> tuple[Result, list]:
     return result, planned
 
 
+def confirm_restart(ctx: Context, result: Result, confirm) -> None:
+    """A flag change that restarts the Cloud SQL instance drops every connection to it (other
+    applications' too): asked about on a terminal, refused without one, whatever the record
+    says; --yes allows it."""
+    flags = [c.name for c in result.changes if c.data.get("restart") and c.mutating]
+    if not flags:
+        return
+    what = (f"setting {', '.join(flags)} restarts Cloud SQL instance "
+            f"{ctx.facts.connection_name}: every connection to it drops for a minute or more")
+    if confirm is not None:
+        if not confirm(f"{what[0].upper()}{what[1:]}. Go on?"):
+            raise UserError("aborted: nothing was changed",
+                            "set the flag in a maintenance window, then re-run")
+        return
+    raise UserError(what, "pass --yes to allow the restart, or set the flag yourself in a "
+                          "maintenance window (gcloud sql instances patch) and re-run")
+
+
 def confirm_changes(ctx: Context, result: Result, confirm) -> None:
     """An existing release: a changed setting, or a change that updates or deletes
     something, is asked about on a terminal (`confirm`); --yes answers yes; without a
     terminal a change of where the data lives is refused."""
     opts = ctx.opts
-    if ctx.record is None or opts.yes:
+    if opts.yes:
+        return
+    confirm_restart(ctx, result, confirm)
+    if ctx.record is None:
         return
     touches = result.settings or any(c.action in (UPDATE, DELETE) for c in result.changes)
     if not touches:

@@ -146,6 +146,8 @@ class FakeGoogle:
         self.latency = latency
         self.op_errors: dict[str, str] = {}  # op name prefix -> error message at DONE
         self.hooks: list[Callable[[str, dict], None]] = []  # (op, body) before handling
+        # What flags.list answers (a test may mark a flag as restarting the instance).
+        self.flags = copy.deepcopy(FLAGS)
         # The credentials' quota project, when one is modelled (see _disabled).
         self.quota_project: str | None = None
         # Every request is checked against the discovery document first (discovery.py);
@@ -665,7 +667,7 @@ class FakeGoogle:
         PostgreSQL's max_connections need one."""
         version = q.get("databaseVersion", "")
         items = [dict(f, kind="sql#flag", appliesTo=[version] if version else [])
-                 for f in FLAGS if not version or f["engine"] in version]
+                 for f in self.flags if not version or f["engine"] in version]
         for item in items:
             item.pop("engine")
         return 200, {"kind": "sql#flagsList", "items": items}

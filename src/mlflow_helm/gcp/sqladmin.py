@@ -49,6 +49,13 @@ class SqlAdmin:
                 return None
             raise
 
+    def list_flags(self, database_version: str) -> dict[str, dict]:
+        """The flags Cloud SQL offers for a database version, by name, each with
+        `requiresRestart` (discovery, sqladmin v1 flags.list and Flag)."""
+        req = self._svc.flags().list(databaseVersion=database_version)
+        body = self.apis.execute(req, "flags.list", f"flags of {database_version}")
+        return {f["name"]: f for f in body.get("items", [])}
+
     def list_users(self, project: str, instance: str) -> list[dict]:
         req = self._svc.users().list(project=project, instance=instance)
         return self.apis.execute(req, "users.list", f"{project}:{instance}").get("items", [])

@@ -70,12 +70,25 @@ class InstanceFlagsStep(Step):
         current = {f["name"]: f["value"] for f in
                    self.ctx.facts.instance.get("settings", {}).get("databaseFlags", [])}
         instance = self.ctx.facts.connection_name
-        return [
-            self.change(UNCHANGED if current.get(flag) == value else UPDATE,
-                        "cloud sql instance flag", f"{flag}={value}", f"on {instance}",
-                        flag=flag, value=value)
-            for flag, value in self.desired().items()
-        ]
+        wanted = {f: v for f, v in self.desired().items() if current.get(f) != v}
+        offered: dict[str, dict] = {}
+        if wanted:
+            version = self.ctx.facts.instance.get("databaseVersion", "")
+            offered = self.ctx.sql.list_flags(version)
+        changes = []
+        for flag, value in self.desired().items():
+            if flag not in wanted:
+                changes.append(self.change(UNCHANGED, "cloud sql instance flag",
+                                           f"{flag}={value}", f"on {instance}",
+                                           flag=flag, value=value))
+                continue
+            # Cloud SQL says which flags restart the instance when changed (Flag.
+            # requiresRestart); one it does not list for this version is taken to restart.
+            restart = offered.get(flag, {}).get("requiresRestart", True)
+            detail = f"on {instance}" + ("; RESTARTS THE INSTANCE" if restart else "")
+            changes.append(self.change(UPDATE, "cloud sql instance flag", f"{flag}={value}",
+                                       detail, flag=flag, value=value, restart=restart))
+        return changes
 
     def apply(self, changes: list[Change]) -> None:
         flags = {c.data["flag"]: c.data["value"] for c in changes if c.action != UNCHANGED}
