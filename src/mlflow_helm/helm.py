@@ -211,7 +211,10 @@ class Helm:
         except herrors.ReleaseNotFoundError:
             return False, None
         except herrors.Error as exc:
-            if "not found" in _output(exc).lower():
+            # Helm's storage driver says exactly this for an absent release, on both majors
+            # (pkg/storage/driver ErrReleaseNotFound; the string is in both binaries). Any
+            # other "not found" (a missing executable, a kube context) is a failure.
+            if "release: not found" in _output(exc):
                 return False, None
             raise HelmFailed(f"{what} failed: {_output(exc)}") from exc
 

@@ -142,6 +142,21 @@ class Options:
         return f"{self.gsa_name}@{self.project}.iam.gserviceaccount.com"
 
     @property
+    def gsa_project(self) -> str:
+        """The project the service account lives in: the one its email names
+        (NAME@PROJECT.iam.gserviceaccount.com), which need not be --project."""
+        domain = self.gsa_email.split("@", 1)[1]
+        if domain.endswith(".iam.gserviceaccount.com"):
+            return domain.removesuffix(".iam.gserviceaccount.com")
+        return self.project
+
+    @property
+    def gsa_creatable(self) -> bool:
+        """Only user-managed accounts (NAME@PROJECT.iam.gserviceaccount.com) can be created;
+        Google-managed ones (the Compute Engine or App Engine default) exist or do not."""
+        return self.gsa_email.endswith(".iam.gserviceaccount.com")
+
+    @property
     def needs_gsa(self) -> bool:
         """A Google service account is used (direct identity falls back for IAM DB auth)."""
         if not self.uses_gcp:

@@ -265,3 +265,50 @@ def test_flag_that_restarts_is_applied_with_yes_and_shown_in_the_plan(world):
     assert "RESTARTS THE INSTANCE" in change.detail
     flags = world.google.state.instances[(PROJECT, "my-sql")]["settings"]["databaseFlags"]
     assert {"name": "log_bin_trust_function_creators", "value": "on"} in flags
+
+
+# -- buckets and service accounts of other projects ----------------------------------------
+
+def test_bucket_of_another_project_is_named_as_such_before_any_change(world):
+    # Bucket names are global: another project's bucket answers 403 to a read and 409 to a
+    # create (tests/fakes/gcs.py, FakeGcs._foreign, after the Cloud Storage JSON API's
+    # status codes page).
+    world.gcs.foreign.add("taken-artifacts")
+    with pytest.raises(UserError) as err:
+        do_install(world.context(**PG, bucket="gs://taken-artifacts", create_bucket=True))
+    assert "cannot read gs://taken-artifacts" in str(err.value)
+    assert "belongs to another project" in str(err.value)
+    assert "choose another --bucket" in err.value.hint
+    assert world.mutating() == []
+
+
+def test_bucket_name_taken_at_create_time_says_so(world):
+    # The name was free when planned and taken by the time of the create (409), and the
+    # bucket is not ours to read: the error says the name is taken.
+    from mlflow_helm.gcp.storage import Storage
+
+    storage = Storage(world.context(**PG).apis)
+    world.gcs.foreign.add("raced-artifacts")
+    with pytest.raises(UserError) as err:
+        storage.create_bucket("raced-artifacts", PROJECT, "EUROPE-WEST1")
+    assert "raced-artifacts" in str(err.value)
+    assert "choose another --bucket" in err.value.hint
+
+
+def test_gsa_of_another_project_is_created_there(world):
+    # iam.v1.json, projects.serviceAccounts.create: "name: Required. The resource name of
+    # the project associated with the service accounts, such as projects/my-project-123";
+    # the account's email is ACCOUNT@PROJECT.iam.gserviceaccount.com of that project.
+    world.google.add_project("shared-ids", number="777777777777")
+    email = "team-mlflow@shared-ids.iam.gserviceaccount.com"
+    do_install(world.context(**PG, gsa=email))
+    assert world.google.state.accounts[email]["sa"]["projectId"] == "shared-ids"
+    assert not any(e.startswith("team-mlflow@my-proj") for e in world.google.state.accounts)
+
+
+def test_missing_google_managed_gsa_is_refused(world):
+    with pytest.raises(UserError) as err:
+        do_install(world.context(**PG, gsa="my-proj@appspot.gserviceaccount.com"))
+    assert "only accounts named NAME@PROJECT.iam.gserviceaccount.com can be created" in \
+        str(err.value)
+    assert world.mutating() == []

@@ -73,6 +73,7 @@ class FakeGcs:
         self.fail_every_call_once = False
         self._seen: set = set()
         self.hooks: list = []
+        self.foreign: set[str] = set()  # bucket names another project owns (see _foreign)
         self.lock = threading.RLock()
         self.proc: subprocess.Popen | None = None
         self.server: ThreadingHTTPServer | None = None
@@ -177,6 +178,10 @@ class FakeGcs:
                     log(status)
                     return self._json(status, {"error": {"code": status,
                                                          "message": "injected"}})
+                foreign = fake._foreign(op, path, raw)
+                if foreign:
+                    log(foreign[0])
+                    return self._json(*foreign)
                 for hook in list(fake.hooks):
                     hook(op, path)
                 iam = IAM_PATH.match(path)
@@ -216,6 +221,29 @@ class FakeGcs:
             if body.get("name") in self.iam_config:
                 body["iamConfiguration"] = self.iam_config[body["name"]]
         return json.dumps(body).encode()
+
+    def _foreign(self, op: str, path: str, raw: bytes) -> tuple[int, dict] | None:
+        """A bucket of another project (`foreign`): bucket names are global, so creating it
+        is 409 ("The requested bucket name is not available. The bucket namespace is shared
+        by all users of the system. Please select a different name and try again.", Cloud
+        Storage JSON API status codes, 409 Conflict) and reading it is 403 (the caller has
+        no storage.buckets.get on it)."""
+        if op == "buckets.insert":
+            name = json.loads(raw or b"{}").get("name", "")
+            if name in self.foreign:
+                return 409, {"error": {"code": 409, "message": (
+                    "The requested bucket name is not available. The bucket namespace is "
+                    "shared by all users of the system. Please select a different name and "
+                    "try again."), "errors": [{"reason": "conflict", "domain": "global"}]}}
+        match = BUCKET_PATH.match(path)
+        if (match and match["b"] and match["b"] in self.foreign) or \
+                (op.startswith("objects.") and path.split("/b/", 1)[-1].split("/", 1)[0]
+                 in self.foreign):
+            return 403, {"error": {"code": 403, "message": (
+                "caller does not have storage.buckets.get access to the Google Cloud Storage "
+                "bucket. Permission 'storage.buckets.get' denied on resource (or it may not "
+                "exist)."), "errors": [{"reason": "forbidden", "domain": "global"}]}}
+        return None
 
     def _log(self, call: Call) -> None:
         with self.lock:

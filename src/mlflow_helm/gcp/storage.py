@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .. import interrupt
+from ..errors import PermissionDenied, UserError
 from ..retry import retrying
-from . import GoogleApis, conflict, denied, http_status
+from . import GoogleApis, conflict, denied, error_reason, http_status
 from .policy import Policy, ensure_member
 
 
@@ -18,7 +19,18 @@ class Storage:
             return fn()
         except Exception as exc:
             if http_status(exc) == 403:
-                raise denied(exc, operation, resource) from exc
+                error = denied(exc, operation, resource, self.apis.project,
+                               self.apis.project_number)
+                if operation == "buckets.get" and isinstance(error, PermissionDenied):
+                    # Bucket names are global: a 403 on one bucket is as likely another
+                    # project's bucket as a missing role in ours; the message gives both.
+                    raise PermissionDenied(
+                        f"cannot read {resource} ({error_reason(exc)}): it belongs to "
+                        f"another project, or you lack storage.buckets.get in "
+                        f"{self.apis.project or 'the project'}",
+                        "bucket names are global: if the bucket is not yours, choose another "
+                        "--bucket; if it is, grant yourself roles/storage.admin on it") from exc
+                raise error from exc
             raise
 
     def get_bucket(self, name: str) -> dict | None:
@@ -45,10 +57,13 @@ class Storage:
             self._call(lambda: client.create_bucket(bucket, project=project,
                                                     location=location or None),
                        "buckets.create", f"gs://{name}")
-        except Conflict:
-            # 409: it exists. Ours if a crashed run created it; otherwise the name is taken.
+        except Conflict as exc:
+            # 409: it exists. Ours if a crashed run created it (we can read it); otherwise
+            # another project owns the name (a read then answers 403, or 404 while the
+            # owner's delete propagates).
             if self.get_bucket(name) is None:
-                raise
+                raise UserError(f"bucket name {name} is taken by another project",
+                                "bucket names are global: choose another --bucket") from exc
             return
 
     def delete_bucket(self, name: str) -> None:

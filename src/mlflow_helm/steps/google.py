@@ -39,7 +39,7 @@ def eventually(ctx, fn, what: str):
 
 def service_account(step: Step) -> dict | None:
     """The plan's read of the Google service account (shared by the steps that need it)."""
-    project, email = step.opts.project, step.opts.gsa_email
+    project, email = step.opts.gsa_project, step.opts.gsa_email
     return step.ctx.read_once(("service account", project, email),
                               lambda: step.ctx.iam.get_service_account(project, email))
 
@@ -58,15 +58,20 @@ class ServiceAccountStep(Step):
 
     def plan(self) -> list[Change]:
         email = self.opts.gsa_email
-        at = {"project": self.opts.project}
+        at = {"project": self.opts.gsa_project}
         if service_account(self):
             return [self.change(UNCHANGED, "google service account", email, at=at)]
-        return [self.change(CREATE, "google service account", email, "identity of MLflow",
-                            at=at)]
+        if not self.opts.gsa_creatable:
+            raise UserError(f"--gsa {email}: no such service account, and only accounts "
+                            "named NAME@PROJECT.iam.gserviceaccount.com can be created",
+                            "pass an existing account, or a NAME to create one")
+        where = ("identity of MLflow" if self.opts.gsa_project == self.opts.project
+                 else f"identity of MLflow, in project {self.opts.gsa_project}")
+        return [self.change(CREATE, "google service account", email, where, at=at)]
 
     def apply(self, changes: list[Change]) -> None:
         self.ctx.iam.create_service_account(
-            self.opts.project, self.opts.gsa_email.split("@")[0],
+            self.opts.gsa_project, self.opts.gsa_email.split("@")[0],
             f"MLflow ({self.opts.namespace}/{self.opts.release})")
 
 
@@ -83,19 +88,20 @@ class WorkloadIdentityStep(Step):
         email = self.opts.gsa_email
         kind = f"iam binding {WORKLOAD_IDENTITY_USER}"
         detail = f"on {email}"
-        at = {"project": self.opts.project, "serviceAccount": email}
+        at = {"project": self.opts.gsa_project, "serviceAccount": email}
         if service_account(self) is None:
             return [self.change(CREATE, kind, self._member(), detail, at=at)]
         from ..gcp.policy import has_member
 
-        policy = self.ctx.iam.get_policy(self.opts.project, email)
+        policy = self.ctx.iam.get_policy(self.opts.gsa_project, email)
         bound = has_member(policy, WORKLOAD_IDENTITY_USER, self._member())
         return [self.change(UNCHANGED if bound else CREATE, kind, self._member(), detail,
                             at=at)]
 
     def apply(self, changes: list[Change]) -> None:
         eventually(self.ctx, lambda: self.ctx.iam.ensure_member(
-            self.opts.project, self.opts.gsa_email, WORKLOAD_IDENTITY_USER, self._member()),
+            self.opts.gsa_project, self.opts.gsa_email, WORKLOAD_IDENTITY_USER,
+            self._member()),
             "Workload Identity binding")
 
 
