@@ -53,8 +53,10 @@ NEEDS: dict[type[Step], tuple[type[Step], ...]] = {
     # Its password Secret lives in the namespace; an IAM user needs the IAM flag and the account.
     DatabaseUserStep: (NamespaceStep, InstanceFlagsStep, ServiceAccountStep),
     ExternalSecretStep: (NamespaceStep,),
-    # Connects as the IAM user (its flag and roles), records the grant in a ConfigMap.
-    DatabaseGrantStep: (DatabaseStep, DatabaseUserStep, ProjectIamStep, NamespaceStep),
+    # A Job in the namespace whose proxy logs in with the release's Workload Identity (its
+    # binding and roles), granting the IAM user; records the grant in a ConfigMap.
+    DatabaseGrantStep: (DatabaseStep, DatabaseUserStep, ProjectIamStep, WorkloadIdentityStep,
+                        NamespaceStep),
 }
 NEEDS[ReleaseStep] = tuple(NEEDS)  # the chart goes in once everything it uses exists
 STEPS: list[type[Step]] = list(NEEDS)

@@ -46,8 +46,6 @@ class Context:
     say: Callable[[str], None] = lambda _msg: None
     # Called after each step applied (tests inject crashes here).
     after_apply: Callable[[str], None] = lambda _step: None
-    # Opens a DB-API connection for the one-time PostgreSQL grant (see dbgrant.py).
-    db_connector: Any = None
     # The release's install record (record.py), read at the start of the command.
     record: Any = None
     # The run's lock (lock.py), when the command holds one.

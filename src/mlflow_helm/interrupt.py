@@ -1,11 +1,11 @@
 """Ctrl-C (SIGINT) and SIGTERM: stop new work at once, clean up, say what was applied.
 
 The first signal only sets `CANCELLED` and sends SIGTERM to the child processes we track
-(the local cloud-sql-proxy, Helm); it raises nothing where it lands. Python runs signal
+(Helm); it raises nothing where it lands. Python runs signal
 handlers in the main thread only, between bytecodes, and our steps run in worker threads
 (https://docs.python.org/3/library/signal.html#signals-and-threads), so every place that
 waits or starts new work asks instead:
-- `check()` before each API request (gcp/, kube.py) and each SQL statement of the grant:
+- `check()` before each API request (gcp/, kube.py):
   after the signal no new request leaves, so nothing is changed that was not already under
   way (a Cloud SQL operation already started finishes on the instance by itself);
 - `sleep()` for every retry back-off and operation poll: an Event wait, which returns at

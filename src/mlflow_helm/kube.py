@@ -213,6 +213,86 @@ class Kube:
             f"delete {kind[:-1]} {namespace}/{name}")
         return found
 
+    # The one-time grant (dbgrant.py): its ServiceAccount, Job and the Job's pod logs ------
+    def get_service_account(self, namespace: str, name: str) -> dict | None:
+        found, sa = self._unless_absent(
+            lambda: self._request("GET", _object_path(namespace, "serviceaccounts", name)),
+            f"read serviceaccount {namespace}/{name}")
+        return sa if found else None
+
+    def create_service_account(self, namespace: str, body: dict) -> None:
+        """Create it; one that exists (created meanwhile) is left as it is."""
+        try:
+            self._call(lambda: self._request(
+                "POST", f"/api/v1/namespaces/{quote(namespace)}/serviceaccounts", body),
+                f"create serviceaccount {namespace}/{body['metadata']['name']}")
+        except Exception as exc:
+            if _status(exc) != 409:
+                raise
+
+    @staticmethod
+    def _jobs(namespace: str) -> str:
+        return f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs"
+
+    def create_job(self, namespace: str, body: dict) -> bool:
+        """Create the Job; False when one of that name exists already."""
+        try:
+            self._call(lambda: self._request("POST", self._jobs(namespace), body),
+                       f"create job {namespace}/{body['metadata']['name']}")
+            return True
+        except Exception as exc:
+            if _status(exc) == 409:
+                return False
+            raise
+
+    def get_job(self, namespace: str, name: str) -> dict | None:
+        found, job = self._unless_absent(
+            lambda: self._request("GET", f"{self._jobs(namespace)}/{quote(name)}"),
+            f"read job {namespace}/{name}")
+        return job if found else None
+
+    def delete_job(self, namespace: str, name: str) -> bool:
+        """Delete the Job and, in the background, its pods (a Job deleted with the default
+        `orphan` policy of batch/v1 clients would leave them behind)."""
+        found, _ = self._unless_absent(
+            lambda: self._request("DELETE", f"{self._jobs(namespace)}/{quote(name)}",
+                                  {"kind": "DeleteOptions", "apiVersion": "v1",
+                                   "propagationPolicy": "Background"}),
+            f"delete job {namespace}/{name}")
+        return found
+
+    def job_logs(self, namespace: str, job: str, container: str, lines: int = 30) -> str:
+        """The last lines of `container` in the Job's newest pod ("" when there is none)."""
+        pods = self._call(lambda: self._request(
+            "GET", f"/api/v1/namespaces/{quote(namespace)}/pods",
+            query=[("labelSelector", f"batch.kubernetes.io/job-name={job}")]),
+            f"list the pods of job {namespace}/{job}").get("items") or []
+        if not pods:
+            return ""
+        newest = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
+        name = newest["metadata"]["name"]
+        try:
+            return self._call(lambda: self._request_text(
+                f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}/log",
+                [("container", container), ("tailLines", str(lines))]),
+                f"read the log of pod {namespace}/{name}")
+        except Exception as exc:
+            return f"(no log: {getattr(exc, 'reason', exc)})"
+
+    def _request_text(self, path: str, query: list[tuple[str, str]]) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        interrupt.check()
+        api = self.client
+        request = api.param_serialize(method="GET", resource_path=path,
+                                      header_params={"Accept": "text/plain"},
+                                      query_params=query, auth_settings=["BearerToken"])
+        response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response)
+        return data.decode(errors="replace")
+
     # Leases (the run's lock, lock.py) ---------------------------------------------------
     def _lease_call(self, method: str, path: str, body: dict | None, what: str
                     ) -> tuple[int, dict]:

@@ -1,16 +1,21 @@
-"""The one-time grant for PostgreSQL IAM database users, against a real PostgreSQL 15.
+"""The one-time grant Job for PostgreSQL IAM database users: the Job the CLI renders and
+creates, its container run as a local process against a real PostgreSQL 15.
 
 Cloud SQL is reproduced as far as the grant can tell: the database is owned by a
 `cloudsqlsuperuser` role (NOLOGIN, CREATEROLE, CREATEDB), built-in users are members of it,
-the IAM user is a plain LOGIN role with no privileges. The test connector creates the
-temporary built-in user the way Cloud SQL would when the Admin API is asked to.
+the IAM user is a plain LOGIN role with no privileges. The runner creates the temporary
+built-in user the way Cloud SQL would when the Admin API is asked to. MySQL's grant runs
+against MariaDB in the e2e suite (tests/e2e/test_e2e_configs.py, cloudsql-mysql-iam).
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import psycopg2
 import pytest
 
 from mlflow_helm.dbgrant import GRANT_USER, run_grant
+from mlflow_helm.errors import UserError
 from tests.cli.conftest import PROJECT
 from tests.fakes.gcs import free_port
 
@@ -56,20 +62,41 @@ def postgres():
     shutil.rmtree(root, ignore_errors=True)
 
 
-class CloudSqlLikeConnector:
-    """Creates the built-in user the Admin API was asked for, then logs in as it."""
+def run_grant_container(port: int, admin):
+    """A job_runner for the fake Kubernetes API (tests/fakes/kube.py) that runs the grant
+    Job's container as the kubelet would, as a local process: its command as rendered, its
+    env with secretKeyRef values from the fake's Secrets and $(VAR) references expanded
+    (Kubernetes' dependent environment variables). The proxy sidecar is a network hop only:
+    its local port is this PostgreSQL's. Before it, the temporary built-in user the CLI asked
+    the Admin API for is created as Cloud SQL creates built-in users: a member of
+    cloudsqlsuperuser."""
 
-    def __init__(self, port: int, admin) -> None:
-        self.port, self.admin = port, admin
-
-    def connect(self, user: str, password: str, database: str):
-        with self.admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+    def runner(job: dict, fake) -> tuple[bool, str]:
+        ns = job["metadata"]["namespace"]
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        env: dict[str, str] = {}
+        for item in container["env"]:
+            if "valueFrom" in item:
+                ref = item["valueFrom"]["secretKeyRef"]
+                data = fake.objects[("secrets", ns, ref["name"])]["data"]
+                env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+            else:
+                env[item["name"]] = re.sub(r"\$\((\w+)\)",
+                                           lambda m: env.get(m[1], m[0]), item["value"])
+        env["MLFLOW_GRANT_URI"] = env["MLFLOW_GRANT_URI"].replace(
+            "@127.0.0.1:5432/", f"@127.0.0.1:{port}/")
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (GRANT_USER,))
             if not cur.fetchone():
-                cur.execute(f'CREATE ROLE "{user}" LOGIN CREATEROLE CREATEDB IN ROLE '
+                cur.execute(f'CREATE ROLE "{GRANT_USER}" LOGIN CREATEROLE CREATEDB IN ROLE '
                             "cloudsqlsuperuser")
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=user,
-                                password=password, dbname=database)
+        command = container["command"]
+        assert command[:2] == ["python", "-c"]
+        done = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True,
+                              env={**env, "PATH": os.environ["PATH"]}, timeout=120)
+        return done.returncode == 0, done.stdout + done.stderr
+
+    return runner
 
 
 def can_create_table(port: int) -> bool:
@@ -85,20 +112,30 @@ def can_create_table(port: int) -> bool:
         conn.close()
 
 
-def test_grant_lets_the_iam_user_create_mlflows_tables(world, postgres):
-    port, admin = postgres
-    assert not can_create_table(port)  # what MLflow would hit without the grant
+def grant_context(world):
     ctx = world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam",
-                        project=PROJECT, database_name="mlflowdb")
+                        project=PROJECT, database_name="mlflowdb", skip_tests=True)
     ctx.facts.connection_name = f"{PROJECT}:europe-west1:pg"
     ctx.facts.engine = "postgres"
-    ctx.db_connector = CloudSqlLikeConnector(port, admin)
+    ctx.facts.ip_type = "private"
+    ctx.kube.create_namespace("mlflow")
+    return ctx
+
+
+def test_grant_job_lets_the_iam_user_create_mlflows_tables(world, postgres):
+    port, admin = postgres
+    assert not can_create_table(port)  # what MLflow would hit without the grant
+    world.kube.job_runner = run_grant_container(port, admin)
+    ctx = grant_context(world)
     run_grant(ctx)
     assert can_create_table(port)
-    # The temporary admin was created and deleted through the Admin API.
+    # The temporary admin was created and deleted through the Admin API; the Job, its pod
+    # and the password's Secret are gone.
     ops = [c.op for c in world.google.calls if c.mutating]
     assert ops == ["users.insert", "users.delete"]
     assert GRANT_USER not in {n for n, _ in world.google.state.users[(PROJECT, "pg")]}
+    assert world.kube.jobs == {} and world.kube.pods == {}
+    assert world.kube.secret("mlflow", "mlflow-db-grant") is None
     # Running it again is harmless (a crash after the grant, before the marker).
     run_grant(ctx)
     conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="mlflowdb")
@@ -112,12 +149,22 @@ def test_grant_lets_the_iam_user_create_mlflows_tables(world, postgres):
     conn.close()
 
 
-def test_missing_proxy_binary_explains_the_manual_grant(world, monkeypatch):
-    from mlflow_helm.dbgrant import ProxyConnector
-    from mlflow_helm.errors import UserError
-
-    monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(UserError) as err:
-        ProxyConnector(f"{PROJECT}:europe-west1:pg", "private").connect("u", "p", "postgres")
-    assert "cloud-sql-proxy" in err.value.message
-    assert "GRANT USAGE, CREATE ON SCHEMA public" in err.value.hint
+def test_grant_times_out_on_a_lock_instead_of_hanging(world, postgres):
+    """Another session holds a lock the GRANT needs: the Job's lock_timeout ends it in
+    seconds, with PostgreSQL's reason in the CLI's error."""
+    port, admin = postgres
+    world.kube.job_runner = run_grant_container(port, admin)
+    blocker = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="mlflowdb")
+    try:
+        with blocker.cursor() as cur:
+            # GRANT ON SCHEMA public updates its pg_namespace row: hold that row's lock.
+            cur.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+        with pytest.raises(UserError) as err:
+            run_grant(grant_context(world))
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert "the grant Job mlflow/mlflow-db-grant failed" in err.value.message
+    assert "lock timeout" in err.value.message
+    assert GRANT_USER not in {n for n, _ in world.google.state.users[(PROJECT, "pg")]}
+    assert world.kube.jobs == {} and world.kube.secret("mlflow", "mlflow-db-grant") is None

@@ -14,6 +14,7 @@ import string
 import pytest
 
 from mlflow_helm.commands import do_install
+from mlflow_helm.errors import UserError
 from tests.cli.conftest import PROJECT
 from tests.fakes.kube import is_lock
 
@@ -112,11 +113,21 @@ def test_rerun_makes_no_mutating_call(world):
                                     "kube": len(new_kube)})
 
 
+def grant_jobs(world) -> list[dict]:
+    """The grant Jobs the CLI created (tests/fakes/kube.py runs them; their SQL runs against
+    a real PostgreSQL in test_dbgrant.py and in the e2e suite)."""
+    return [j for j in world.kube.jobs_created
+            if j["metadata"]["labels"].get("mlflow-helm/role") == "db-grant"]
+
+
+def grant_env(job: dict) -> dict:
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
 def test_cloudsql_iam_postgres_grants_once(world):
-    connector = RecordingConnector()
     ctx = world.context(database="cloudsql", cloudsql_instance=f"{PROJECT}:europe-west1:pg",
                         db_auth="iam")
-    ctx.db_connector = connector
     result = do_install(ctx)
     _, values = upgrade_call(world)
     user = f"mlflow-mlflow-mlflow@{PROJECT}.iam"
@@ -130,18 +141,45 @@ def test_cloudsql_iam_postgres_grants_once(world):
     assert "mlflow-helm-grant" not in {name for name, _ in users}  # temporary user gone
     assert project_members(world, "roles/cloudsql.instanceUser") == [f"serviceAccount:{GSA}"]
     assert project_members(world, "roles/cloudsql.client") == [f"serviceAccount:{GSA}"]
-    assert connector.statements == [
-        ("postgres", f'GRANT CONNECT, CREATE, TEMPORARY ON DATABASE "{DB}" TO "{user}"'),
-        (DB, f'GRANT USAGE, CREATE ON SCHEMA public TO "{user}"'),
-    ]
-    assert connector.users == {"mlflow-helm-grant"}
+    # The grant ran as a Job in the cluster, through the proxy on the instance's private IP,
+    # as the release's ServiceAccount; Job, pod and password Secret are gone afterwards.
+    [job] = grant_jobs(world)
+    env = grant_env(job)
+    assert env["MLFLOW_GRANT_GRANTEE"] == user and env["MLFLOW_GRANT_DATABASE"] == DB
+    assert env["MLFLOW_GRANT_URI"] == \
+        f"postgresql+psycopg://mlflow-helm-grant@127.0.0.1:5432/{DB}"
+    spec = job["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "mlflow"
+    proxy = spec["initContainers"][0]
+    assert "--private-ip" in proxy["args"] and "--auto-iam-authn" not in proxy["args"]
+    assert world.kube.jobs == {} and world.kube.pods == {}
+    assert world.kube.secret("mlflow", "mlflow-db-grant") is None
     assert world.kube.secret("mlflow", "mlflow-db") is None  # no password anywhere
+    # The ServiceAccount was made before the release, marked for Helm to adopt.
+    sa = world.kube.objects[("serviceaccounts", "mlflow", "mlflow")]
+    assert sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == GSA
+    assert sa["metadata"]["annotations"]["meta.helm.sh/release-name"] == "mlflow"
+    assert sa["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
     assert any(c.kind == "database owner" and c.action == "create" for c in result.changes)
     # Re-run: the grant is recorded, nothing is done again.
     again = do_install(world.context(database="cloudsql", cloudsql_instance="pg",
                                      db_auth="iam"))
     assert {c.action for c in again.changes} == {"unchanged"}
-    assert len(connector.statements) == 2
+    assert len(grant_jobs(world)) == 1
+
+
+def test_failed_grant_job_reports_its_log_and_cleans_up(world):
+    world.kube.job_runner = lambda job, fake: (
+        False, "[mlflow-db] ERROR: grant to x on database y failed: permission denied")
+    with pytest.raises(UserError) as err:
+        do_install(world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam"))
+    assert "the grant Job mlflow/mlflow-db-grant failed" in err.value.message
+    assert "permission denied" in err.value.message
+    assert world.kube.jobs == {} and world.kube.pods == {}
+    assert world.kube.secret("mlflow", "mlflow-db-grant") is None
+    assert "mlflow-helm-grant" not in {n for n, _ in world.google.state.users[(PROJECT, "pg")]}
+    # Not recorded as done: the next run grants again.
+    assert ("configmaps", "mlflow", "mlflow-db-grant") not in world.kube.objects
 
 
 def test_cloudsql_iam_mysql(world):
@@ -159,8 +197,17 @@ def test_cloudsql_iam_mysql(world):
     # IAM login and the flag MLflow's MySQL triggers need with binary logging on.
     assert flags == {"cloudsql_iam_authentication": "on",
                      "log_bin_trust_function_creators": "on"}
-    assert world.google.state.users[(PROJECT, "my-sql")][("tracking", "")]["type"] == \
-        "CLOUD_IAM_SERVICE_ACCOUNT"
+    users = world.google.state.users[(PROJECT, "my-sql")]
+    assert users[("tracking", "")]["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+    # A new MySQL IAM user has no privileges ("Log in using IAM database authentication"):
+    # the grant Job gives it MLflow's (db.py grant, run against MariaDB in the e2e suite).
+    [job] = grant_jobs(world)
+    env = grant_env(job)
+    assert env["MLFLOW_GRANT_ENGINE"] == "mysql" and env["MLFLOW_GRANT_GRANTEE"] == "tracking"
+    assert env["MLFLOW_GRANT_URI"].startswith(
+        "mysql+pymysql://mlflow-helm-grant:$(MLFLOW_DB_PASSWORD)@127.0.0.1:3306/")
+    assert "mlflow-helm-grant" not in {name for name, _ in users}
+    assert world.kube.jobs == {}
 
 
 def test_second_release_on_a_shared_instance_gets_its_own_user(world):
@@ -216,7 +263,6 @@ def test_direct_identity_grants_the_kubernetes_principal(world):
 def test_direct_identity_falls_back_to_a_gsa_for_iam_db_auth(world):
     ctx = world.context(database="cloudsql", cloudsql_instance="pg", identity="direct",
                         db_auth="iam")
-    ctx.db_connector = RecordingConnector()
     result = do_install(ctx)
     assert GSA in world.google.state.accounts
     assert any("IAM database authentication logs in as a Google service account" in n
@@ -285,35 +331,3 @@ def test_failed_helm_test_shows_the_failing_check_and_a_hint(world, monkeypatch)
     assert "mlflow-helm test mlflow -n mlflow" in err.value.hint
 
 
-class RecordingConnector:
-    """Stands in for the Cloud SQL connection of the grant; the SQL itself is tested
-    against a real PostgreSQL in test_dbgrant.py."""
-
-    def __init__(self) -> None:
-        self.statements: list[tuple[str, str]] = []
-        self.users: set[str] = set()
-
-    def connect(self, user: str, password: str, database: str):
-        self.users.add(user)
-        outer = self
-
-        class Cursor:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-            def execute(self, sql):
-                outer.statements.append((database, sql))
-
-        class Conn:
-            autocommit = False
-
-            def cursor(self):
-                return Cursor()
-
-            def close(self):
-                pass
-
-        return Conn()

@@ -1,6 +1,6 @@
 """SIGINT and SIGTERM, sent for real to a real `mlflow-helm install` subprocess, at the points
-where an install waits: a Cloud SQL operation, the one-time grant (temporary user, proxy
-child), `helm upgrade` (Helm child). See src/mlflow_helm/interrupt.py.
+where an install waits: a Cloud SQL operation, the one-time grant (temporary user, Secret
+and Job), `helm upgrade` (Helm child). See src/mlflow_helm/interrupt.py.
 
 Each test waits until the run is parked at that point (the fakes have seen the call and no
 other change arrives for a moment), sends the signal, and checks: the exit code is 128 + the
@@ -21,16 +21,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from mlflow_helm.commands import do_install
 from mlflow_helm.dbgrant import GRANT_USER
 from mlflow_helm.record import record_name
 from tests.cli.conftest import PROJECT, cli_env
-from tests.cli.test_install import DB, RecordingConnector
+from tests.cli.test_install import DB
 from tests.cli.test_resilience import clean_full_state, end_state
 from tests.fakes.kube import is_lock
-from tests.fakes.sql_proxy import write_fake_proxy
 
 LEASE = "mlflow-helm.lock.mlflow"
 RECORD = record_name("mlflow")
@@ -142,22 +142,18 @@ def test_sigint_during_a_cloud_sql_operation_wait_stops_at_once_and_rerun_resume
     assert last_run(world) == {}
 
 
-def test_sigterm_during_the_grant_removes_the_temporary_user_and_the_proxy(world, tmp_path):
-    """The grant is connecting through the proxy (which never answers); SIGTERM, then a
-    second signal while the temporary user's deletion is still waiting for Cloud SQL."""
-    write_fake_proxy(tmp_path / "proxy-bin")
-    proxy_log = tmp_path / "proxy.log"
-    proxy_log.touch()
-    env = {"PATH": f"{tmp_path / 'proxy-bin'}{os.pathsep}{os.environ['PATH']}",
-           "FAKE_PROXY_LOG": str(proxy_log)}
+def test_sigterm_during_the_grant_job_removes_the_job_secret_and_temporary_user(world):
+    """The grant Job is running (its pod never finishes here); SIGTERM, then a second
+    signal while the temporary user's deletion is still waiting for Cloud SQL."""
+    finish = threading.Event()
+    world.kube.job_runner = lambda job, fake: (finish.wait(60), (True, ""))[1]
     flags = ["--database", "cloudsql", "--cloudsql-instance", "pg", "--db-auth", "iam",
              "--skip-tests"]
-    proc = start(world, flags, **env)
-    # The readiness probe and psycopg2's connection attempt.
-    wait_parked(world, proc, lambda: proxy_log.read_text().count("connection") >= 2)
+    proc = start(world, flags)
+    wait_parked(world, proc, lambda: bool(world.kube.jobs))
     users = world.google.state.users[(PROJECT, "pg")]
     assert (GRANT_USER, "") in users
-    proxy_pid = int(proxy_log.read_text().split()[1])
+    assert world.kube.secret("mlflow", "mlflow-db-grant") is not None
     world.google.op_seconds = 1.0  # the deletion takes a second: time for a second signal
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -165,33 +161,39 @@ def test_sigterm_during_the_grant_removes_the_temporary_user_and_the_proxy(world
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     took = time.monotonic() - sent
+    finish.set()
 
     assert proc.returncode == 143, err
     assert took < BOUND, (took, err)
     assert "SIGINT received again: still cleaning up" in err
     assert (GRANT_USER, "") not in users  # the cloudsqlsuperuser member is gone
-    assert gone(proxy_pid), "cloud-sql-proxy survived"
+    assert world.kube.jobs == {} and world.kube.pods == {}
+    assert world.kube.secret("mlflow", "mlflow-db-grant") is None
+    # (after() lists the Google fake's calls before the Kubernetes fake's)
     assert after(world, sent) == [
         ("users.delete", f"sql/{PROJECT}/pg/users/{GRANT_USER}"),
+        ("jobs.delete", "ns/mlflow/jobs/mlflow-db-grant"),
+        ("secrets.delete", "ns/mlflow/secrets/mlflow-db-grant"),
         ("secrets.put", f"ns/mlflow/secrets/{RECORD}")], err
+    # The Job (and so its pod) goes first, then its password, then the user it logs in as.
+    starts = {c.op: c.start for c in world.google.calls + world.kube.calls
+              if c.start >= sent and c.op in ("jobs.delete", "secrets.delete", "users.delete")}
+    assert starts["jobs.delete"] < starts["secrets.delete"] < starts["users.delete"]
     assert_released(world)
     assert "Stopped half way" in err and "database owner" in err
     assert world.kube.objects.get(("configmaps", "mlflow", "mlflow-db-grant")) is None
 
-    # Re-run (in-process: the grant's SQL goes to a recording connection, see
-    # test_install.RecordingConnector): the grant runs once, the temporary user is gone.
+    # Re-run: the grant Job runs once more, to completion; the temporary user is gone.
     world.google.op_seconds = 0.03
-    connector = RecordingConnector()
 
     def rerun():
-        ctx = world.context(database="cloudsql", cloudsql_instance="pg", db_auth="iam",
-                            skip_tests=True)
-        ctx.db_connector = connector
-        return do_install(ctx)
+        return do_install(world.context(database="cloudsql", cloudsql_instance="pg",
+                                        db_auth="iam", skip_tests=True))
 
     rerun()
-    assert len(connector.statements) == 2
+    assert len([j for j in world.kube.jobs_created]) == 2
     assert {c.action for c in rerun().changes} == {"unchanged"}
+    assert len(world.kube.jobs_created) == 2
     assert (GRANT_USER, "") not in users
     assert world.kube.objects.get(("configmaps", "mlflow", "mlflow-db-grant")) is not None
 

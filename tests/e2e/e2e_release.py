@@ -122,12 +122,8 @@ class Release:
             self.db_engine, self.db_name = db.engine, db.name
             server = self.services.for_engine(db.engine)
             server.provision(db.name, db.user, db.password, cloudsql=db.cloudsql)
-            if db.cloudsql and db.engine == "postgres" and db.password is None:
-                # What `mlflow-helm install` does once for a PostgreSQL IAM user.
-                from mlflow_helm.dbgrant import grant_statements
-
-                for database, statement in grant_statements(db.name, db.user):
-                    server.query(database, statement)
+            if db.cloudsql and db.password is None:
+                self.grant(db, server)
         elif statefulset is None:
             # A ci/ values file with an outside database: create what its URI names.
             uri = urlsplit(self.backend_uri())
@@ -141,6 +137,32 @@ class Release:
         if self.create_buckets:
             for bucket in self.buckets():
                 self.services.gcs.create_bucket(bucket)
+
+    def grant(self, db: Database, server: PostgreSQL | MariaDB) -> None:
+        """What `mlflow-helm install` does once for a Cloud SQL IAM user (src/mlflow_helm/
+        dbgrant.py): a temporary built-in user as Cloud SQL creates one, its password in a
+        Secret, and the chart's grant Job, rendered with this release's values, run as a pod;
+        then the user is dropped again. MLflow's migrations and server then run as the IAM
+        user with nothing but what the Job granted."""
+        admin, password = "mlflow-helm-grant", "Tmp-Grant-pw.e2e~1"
+        cloudsql = {**self.values["database"]["cloudsql"],
+                    "grant": {"secretName": "mlflow-db-grant", "adminUser": admin}}
+        values = {**self.values, "database": {**self.values["database"], "cloudsql": cloudsql}}
+        objects = render(self.helm, values, self.values_files, self.name, self.namespace)
+        job = next(o for o in objects if o["kind"] == "Job"
+                   and o["metadata"]["labels"].get("mlflow-helm/role") == "db-grant")
+        self.cluster.add(secret("mlflow-db-grant", self.namespace, password=password))
+        server.add_cloudsql_builtin_user(admin, password)
+        try:
+            pod = Pod(self.cluster, job["spec"]["template"]["spec"], "mlflow-db-grant-q8m4z")
+            pod.emulate_sidecars()
+            process = pod.run(pod.container("grant"), timeout=300)
+            if process.proc.returncode != 0:
+                raise AssertionError(
+                    f"grant Job failed ({process.proc.returncode}):\n{tail(process.log, 40)}"
+                )
+        finally:
+            server.drop_user(admin)
 
     def _migrate_pod(self, name: str | None = None) -> Pod:
         pod = Pod(

@@ -262,6 +262,18 @@ class PostgreSQL:
     def query(self, database: str, statement: str) -> list:
         return self.admin(statement, dbname=database)
 
+    def add_cloudsql_builtin_user(self, user: str, password: str) -> None:
+        """A built-in user as the Admin API makes one: a member of cloudsqlsuperuser."""
+        ident = '"' + user.replace('"', '""') + '"'
+        self.drop_user(user)
+        self.admin(f"CREATE ROLE {ident} LOGIN CREATEROLE CREATEDB PASSWORD '"
+                   + password.replace("'", "''") + f"' IN ROLE {SUPERUSER_ROLE}")
+
+    def drop_user(self, user: str) -> None:
+        ident = '"' + user.replace('"', '""') + '"'
+        if self.admin("SELECT 1 FROM pg_roles WHERE rolname = '" + user.replace("'", "''") + "'"):
+            self.admin(f"DROP ROLE {ident}")
+
     def stop(self) -> None:
         # SIGINT: PostgreSQL's fast shutdown.
         stop_process(self.proc, signal.SIGINT)
@@ -377,12 +389,25 @@ class MariaDB:
                 cur.execute(f"CREATE DATABASE `{database}`")
                 cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
                 cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password or ""))
-                cur.execute(f"GRANT ALL PRIVILEGES ON `{database}`.* TO %s@'%%'", (user,))
+                # A Cloud SQL IAM user starts with no privileges at all ("Log in using IAM
+                # database authentication", MySQL): the grant Job gives it MLflow's.
+                if not (cloudsql and password is None):
+                    cur.execute(f"GRANT ALL PRIVILEGES ON `{database}`.* TO %s@'%%'", (user,))
         finally:
             conn.close()
 
     def query(self, database: str, statement: str) -> list:
         return self.admin(statement, database=database)
+
+    def add_cloudsql_builtin_user(self, user: str, password: str) -> None:
+        """A built-in user as the Admin API makes one on Cloud SQL for MySQL: broad
+        privileges it may pass on (its cloudsqlsuperuser role has them WITH GRANT OPTION)."""
+        self.drop_user(user)
+        self.admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+                   f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%' WITH GRANT OPTION")
+
+    def drop_user(self, user: str) -> None:
+        self.admin(f"DROP USER IF EXISTS '{user}'@'%'")
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -1,6 +1,6 @@
 """The HTTP side every JSON fake shares: a threaded server on 127.0.0.1 that hands each
-request to `handle(method, path, body_bytes) -> (status, json_payload)`, or, when the handler
-asks for them (`headers=True`), `handle(method, path, body_bytes, headers)`."""
+request to `handle(method, path, body_bytes) -> (status, json_payload or bytes)`, or, when
+the handler asks for them (`headers=True`), `handle(method, path, body_bytes, headers)`."""
 
 from __future__ import annotations
 
@@ -27,9 +27,12 @@ def serve_json(handle: Handle, content_type: str = "application/json",
             raw = self.rfile.read(length) if length else b""
             args = (self.headers,) if headers else ()
             status, payload = handle(self.command, self.path, raw, *args)
-            data = json.dumps(payload).encode()
+            # bytes are sent as they are, as text (a pod's log), anything else as JSON.
+            text = isinstance(payload, bytes)
+            data = payload if text else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Type", "text/plain; charset=utf-8" if text
+                             else content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -5,6 +5,18 @@ an equality labelSelector, create, replace, delete, 409 AlreadyExists, 404 NotFo
 Status objects), plus enough discovery for Helm to look up a release in its Secret storage.
 Logs calls with read/mutating classification.
 
+ServiceAccounts (core/v1) and batch/v1 Jobs, for the one-time grant Job the CLI runs
+(src/mlflow_helm/dbgrant.py). No kubelet runs here: `job_runner(job, fake) -> (ok, log)`
+stands in for the Job controller and its pod. It is called once per created Job, in a thread;
+its outcome becomes the Job's status as batch/v1 reports it (a condition of type Complete or
+Failed with status "True", `succeeded`/`failed` counts: JobStatus,
+https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/job-v1/) and its log
+the pod's (`GET .../pods/NAME/log`, text/plain). A pod is listed under the label the Job
+controller sets, `batch.kubernetes.io/job-name`. As the API server's ServiceAccount admission
+would, a Job whose serviceAccountName does not exist gets no pod: here it fails, with the
+admission error as its log. DELETE with propagationPolicy Background removes the Job and its
+pods at once (the garbage collector's work). The default runner succeeds at once.
+
 PersistentVolumeClaims follow the core/v1 API
 (https://kubernetes.io/docs/reference/kubernetes-api/config-and-storage-resources/persistent-volume-claim-v1/):
 `DELETE /api/v1/namespaces/NS/persistentvolumeclaims/NAME` answers 200 with the object. The
@@ -32,11 +44,15 @@ from .http import serve_json, url_of
 
 NS_PATH = re.compile(r"^/api/v1/namespaces(/(?P<ns>[^/]+))?$")
 OBJ_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/"
-                      r"(?P<kind>secrets|configmaps|persistentvolumeclaims)(/(?P<name>[^/]+))?$")
+                      r"(?P<kind>secrets|configmaps|persistentvolumeclaims|serviceaccounts)"
+                      r"(/(?P<name>[^/]+))?$")
 LEASE_PATH = re.compile(r"^/apis/coordination.k8s.io/v1/namespaces/(?P<ns>[^/]+)/leases"
                         r"(/(?P<name>[^/]+))?$")
 KINDS = {"secrets": "Secret", "configmaps": "ConfigMap",
-         "persistentvolumeclaims": "PersistentVolumeClaim"}
+         "persistentvolumeclaims": "PersistentVolumeClaim", "serviceaccounts": "ServiceAccount"}
+JOB_PATH = re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs(/(?P<name>[^/]+))?$")
+POD_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(/(?P<name>[^/]+)/log)?$")
+JOB_LABEL = "batch.kubernetes.io/job-name"
 
 
 def _key(method: str, path: str, body: dict) -> str:
@@ -53,6 +69,9 @@ def _key(method: str, path: str, body: dict) -> str:
     match = LEASE_PATH.match(path)
     if match:
         return f"ns/{match['ns']}/leases/{match['name'] or ''}"
+    match = JOB_PATH.match(path)
+    if match:
+        return f"ns/{match['ns']}/jobs/{match['name'] or ''}"
     return path.strip("/") or "/"
 
 
@@ -76,12 +95,19 @@ class FakeKube:
         self.lock = threading.RLock()
         self.server: ThreadingHTTPServer | None = None
         self._rv = 1
+        self.jobs: dict[tuple[str, str], dict] = {}
+        self.pods: dict[tuple[str, str], dict] = {}  # (ns, name) -> {"job", "log", "meta"}
+        self.jobs_created: list[dict] = []  # every Job as it was created
+        self.job_runner = lambda job, fake: (True, "")
+        self._threads: list[threading.Thread] = []
 
     def serve(self) -> str:
         self.server = serve_json(self.handle, headers=True)
         return url_of(self.server)
 
     def close(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=60)
         if self.server:
             self.server.shutdown()
             self.server.server_close()
@@ -97,6 +123,8 @@ class FakeKube:
         url = urlsplit(raw_path)
         path = url.path.rstrip("/") or "/"
         selector = parse_qs(url.query).get("labelSelector", [""])[0]
+        if POD_PATH.match(path) or JOB_PATH.match(path):
+            return self._batch(method, path, json.loads(raw) if raw else {}, selector, headers)
         start = time.monotonic()
         body = json.loads(raw) if raw else {}
         with self.lock:
@@ -191,6 +219,93 @@ class FakeKube:
                     return 200, gone, op  # the API answers a claim's DELETE with the claim
                 return 200, _status(200, "", "deleted") | {"status": "Success"}, op
         return 404, _status(404, "NotFound", f"no route {method} {path}"), "unknown"
+
+    # -- Jobs and their pods ------------------------------------------------------------
+    def _batch(self, method, path, body, selector, headers):
+        start = time.monotonic()
+        with self.lock:
+            status, obj, op = self._jobs(method, path, body, selector)
+            self.calls.append(Call("kube", op, method, path, status,
+                                   method not in ("GET", "HEAD"), start, time.monotonic(),
+                                   _key(method, path, body),
+                                   agent=(headers or {}).get("User-Agent", "")))
+        return status, obj
+
+    def _jobs(self, method, path, body, selector):
+        match = POD_PATH.match(path)
+        if match:
+            ns, name = match["ns"], match["name"]
+            if name:
+                pod = self.pods.get((ns, name))
+                if pod is None:
+                    return 404, _status(404, "NotFound", f'pods "{name}" not found'), "pods.log"
+                return 200, pod["log"].encode(), "pods.log"
+            wanted = dict(p.split("=", 1) for p in selector.split(",") if "=" in p)
+            items = [p["meta"] for (n, _), p in self.pods.items() if n == ns and
+                     all(p["meta"]["metadata"]["labels"].get(a) == b for a, b in wanted.items())]
+            return 200, {"kind": "PodList", "apiVersion": "v1", "items": items}, "pods.list"
+        match = JOB_PATH.match(path)
+        ns, name = match["ns"], match["name"]
+        if method == "POST":
+            name = body["metadata"]["name"]
+            if ns not in self.namespaces:
+                return 404, _status(404, "NotFound", f'namespaces "{ns}" not found'), \
+                    "jobs.create"
+            if (ns, name) in self.jobs:
+                return 409, _status(409, "AlreadyExists",
+                                    f'jobs.batch "{name}" already exists'), "jobs.create"
+            job = self._meta({**copy.deepcopy(body), "status": {}})
+            job["metadata"]["namespace"] = ns
+            self.jobs[(ns, name)] = job
+            self.jobs_created.append(copy.deepcopy(job))
+            thread = threading.Thread(target=self._run_job, args=(ns, name, copy.deepcopy(job)),
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
+            return 201, job, "jobs.create"
+        job = self.jobs.get((ns, name))
+        if job is None:
+            return 404, _status(404, "NotFound", f'jobs.batch "{name}" not found'), \
+                f"jobs.{method.lower()}"
+        if method == "GET":
+            return 200, copy.deepcopy(job), "jobs.get"
+        if method == "DELETE":
+            del self.jobs[(ns, name)]
+            if (body or {}).get("propagationPolicy") in ("Background", "Foreground"):
+                for key in [k for k, p in self.pods.items() if p["job"] == (ns, name)]:
+                    del self.pods[key]
+            return 200, _status(200, "", "deleted") | {"status": "Success"}, "jobs.delete"
+        return 405, _status(405, "MethodNotAllowed", method), "jobs.other"
+
+    def _run_job(self, ns: str, name: str, job: dict) -> None:
+        spec = job["spec"]["template"]["spec"]
+        account = spec.get("serviceAccountName", "default")
+        if account != "default" and ("serviceaccounts", ns, account) not in self.objects:
+            ok, log, pod = False, (f'pods "{name}-" is forbidden: error looking up service '
+                                   f'account {ns}/{account}: serviceaccount "{account}" not '
+                                   "found"), False
+        else:
+            pod = True
+            try:
+                ok, log = self.job_runner(job, self)
+            except Exception as exc:  # a runner's own failure is the pod's
+                ok, log = False, f"runner failed: {exc!r}"
+        with self.lock:
+            if pod:
+                pod_name = f"{name}-x7k2p"
+                self.pods[(ns, pod_name)] = {"job": (ns, name), "log": log, "meta": {
+                    "metadata": {"name": pod_name, "namespace": ns,
+                                 "creationTimestamp": "2026-01-01T00:00:00Z",
+                                 "labels": {JOB_LABEL: name, "job-name": name}}}}
+            current = self.jobs.get((ns, name))
+            if current is None:  # deleted while it ran
+                return
+            kind = "Complete" if ok else "Failed"
+            current["status"] = {
+                "succeeded" if ok else "failed": 1,
+                "conditions": [{"type": kind, "status": "True",
+                                "reason": "" if ok else "BackoffLimitExceeded"}]}
+            self._meta(current)
 
     def _lease(self, method: str, ns: str, name: str | None, body: dict):
         """coordination.k8s.io/v1 Leases with the API server's optimistic concurrency

@@ -12,6 +12,10 @@ Runs inside the MLflow image, so it may only use what MLflow brings.
         [--write-auth-config PATH]   and write MLflow's basic-auth config there, pointing the
                            auth store at the same database. It is written at start-up, into a
                            memory volume, because the URI may carry a MySQL password.
+  db.py grant              the one-time grant Job of a Cloud SQL IAM database user
+                           (templates/job-db-grant.yaml): as the temporary built-in user of
+                           MLFLOW_GRANT_URI, give MLFLOW_GRANT_GRANTEE what MLflow's migrations
+                           and server need on MLFLOW_GRANT_DATABASE, and nothing more.
 
 The database URI comes from MLFLOW_BACKEND_STORE_URI; PostgreSQL passwords come from PGPASSWORD.
 Messages never print the URI's password.
@@ -223,13 +227,82 @@ def _known(script, revision: str) -> bool:
         return False
 
 
+# What MLflow's migrations and server do on MySQL: tables, indexes and foreign keys (CREATE,
+# ALTER, DROP, INDEX, REFERENCES), the secrets tables' trigger (TRIGGER), and rows. Cloud SQL
+# gives a new IAM user no privileges at all ("Log in using IAM database authentication").
+MYSQL_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX, REFERENCES, TRIGGER"
+# Bounds on a statement stuck behind a lock (another session's DDL on the database), so the
+# Job fails in seconds and says why, instead of running into its deadline.
+LOCK_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_S = 30
+SAFE_NAME = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-")
+
+
+def grant_statements(engine: str, database: str, grantee: str) -> list[str]:
+    """The statements, in order. Names are checked, then quoted for the engine."""
+    for what, name in (("database", database), ("grantee", grantee)):
+        if not name or not set(name) <= SAFE_NAME:
+            fail(f"{what} {name!r}: only letters, digits and _.@- are expected")
+    if engine == "postgres":
+        # Since PostgreSQL 15 schema public grants CREATE to its owner only; a database the
+        # Admin API made is owned by cloudsqlsuperuser, whose member the temporary user is.
+        db, role = f'"{database}"', f'"{grantee}"'
+        return [
+            f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'",
+            f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'",
+            f"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {db} TO {role}",
+            f"GRANT USAGE, CREATE ON SCHEMA public TO {role}",
+        ]
+    if engine == "mysql":
+        # MySQL has no statement timeout for DDL (max_execution_time is SELECT's); metadata and
+        # row locks are bounded here, a stuck server by the client's read timeout.
+        return [
+            f"SET SESSION lock_wait_timeout = {LOCK_TIMEOUT_S}",
+            f"SET SESSION innodb_lock_wait_timeout = {LOCK_TIMEOUT_S}",
+            f"GRANT {MYSQL_PRIVILEGES} ON `{database}`.* TO '{grantee}'@'%'",
+        ]
+    fail(f"engine {engine!r}: postgres or mysql")
+    return []
+
+
+def grant(uri: str, engine: str, database: str, grantee: str, timeout: float) -> None:
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    statements = grant_statements(engine, database, grantee)
+    wait_for_database(uri, timeout)
+    args = ({"read_timeout": STATEMENT_TIMEOUT_S, "write_timeout": STATEMENT_TIMEOUT_S}
+            if engine == "mysql" else {})
+    db = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args=args)
+    try:
+        with db.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            for statement in statements:
+                # SQLAlchemy hands PyMySQL an empty parameter tuple, so PyMySQL %-formats the
+                # statement: the host pattern's % is written %%.
+                conn.exec_driver_sql(statement.replace("%", "%%") if engine == "mysql"
+                                     else statement)
+    except sqlalchemy.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        fail(f"grant to {grantee} on database {database} failed: {reason}")
+    log(f"granted {grantee} the use of database {database}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="db.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["upgrade", "wait"])
+    parser.add_argument("command", choices=["upgrade", "wait", "grant"])
     parser.add_argument("--auth", action="store_true", help="also the basic-auth schema")
     parser.add_argument("--write-auth-config", metavar="PATH", help="write the basic-auth config")
     parser.add_argument("--timeout", type=float, default=float(os.environ.get("TIMEOUT", 600)))
     args = parser.parse_args(argv)
+    if args.command == "grant":
+        env = {k: os.environ.get(f"MLFLOW_GRANT_{k}", "")
+               for k in ("URI", "ENGINE", "DATABASE", "GRANTEE")}
+        missing = [f"MLFLOW_GRANT_{k}" for k, v in env.items() if not v]
+        if missing:
+            fail(f"{', '.join(missing)} not set")
+        grant(env["URI"], env["ENGINE"], env["DATABASE"], env["GRANTEE"], args.timeout)
+        return
     uri = os.environ.get("MLFLOW_BACKEND_STORE_URI")
     if not uri:
         fail("MLFLOW_BACKEND_STORE_URI is not set")

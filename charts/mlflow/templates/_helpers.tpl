@@ -348,8 +348,17 @@ Job and the schema wait. MLFLOW_BACKEND_STORE_URI is what `mlflow server` and ou
 {{- end }}
 {{- end }}
 
-{{/* The Cloud SQL Auth Proxy as a native sidecar: an init container that keeps running. */}}
+{{/*
+The Cloud SQL Auth Proxy as a native sidecar: an init container that keeps running.
+Given the root context; or (dict "root" . "password" true) for the one-time grant Job, which
+logs in as a built-in user with a password and so runs the proxy without --auto-iam-authn.
+*/}}
 {{- define "mlflow.cloudsql.sidecar" -}}
+{{- $withPassword := false }}
+{{- if hasKey . "password" }}{{ $withPassword = .password }}{{ end }}
+{{- $root := . }}
+{{- if hasKey . "root" }}{{ $root = .root }}{{ end }}
+{{- with $root }}
 {{- $c := .Values.database.cloudsql }}
 - name: cloud-sql-proxy
   image: {{ include "mlflow.cloudsql.image" . | quote }}
@@ -364,7 +373,7 @@ Job and the schema wait. MLFLOW_BACKEND_STORE_URI is what `mlflow server` and ou
     - --exit-zero-on-sigterm
     - --max-sigterm-delay={{ $c.proxy.maxSigtermDelay }}
     - --structured-logs
-    {{- if eq $c.auth "iam" }}
+    {{- if and (eq $c.auth "iam") (not $withPassword) }}
     - --auto-iam-authn
     {{- end }}
     {{- if eq $c.ipType "private" }}
@@ -398,6 +407,7 @@ Job and the schema wait. MLFLOW_BACKEND_STORE_URI is what `mlflow server` and ou
     {{- toYaml .Values.securityContext | nindent 4 }}
   resources:
     {{- toYaml $c.proxy.resources | nindent 4 }}
+{{- end }}
 {{- end }}
 
 {{/* Pod volumes every MLflow-image pod has: writable scratch space and our scripts. */}}
@@ -617,6 +627,11 @@ an argocd.argoproj.io/hook annotation makes Argo CD ignore any Helm hook annotat
 object (Argo CD docs, user-guide/helm.md, "Helm Hooks"; gitops-engine pkg/sync/hook/hook.go,
 Types: Helm hook types are read only when the object has no Argo CD one).
 */}}
+{{/* The one-time grant Job's name (job-db-grant.yaml); the CLI waits for it by this name. */}}
+{{- define "mlflow.grantJobName" -}}
+{{- printf "%s-db-grant" (include "mlflow.fit" (list (include "mlflow.fullname" .) 52)) }}
+{{- end }}
+
 {{- define "mlflow.migrateJobAnnotations" -}}
 {{- $out := dict }}
 {{- with .Values.commonAnnotations }}{{ $out = merge $out . }}{{ end }}

@@ -189,17 +189,14 @@ class DatabaseUserStep(Step):
 
 
 class DatabaseGrantStep(Step):
-    """PostgreSQL IAM users start with no rights on the database: hand it over once.
-
-    See dbgrant.py. A ConfigMap records that the grant ran, so a re-run needs no database
-    connection and makes no change.
-    """
+    """Cloud SQL IAM users start with no rights on the database (PostgreSQL and MySQL): grant
+    them once, from a Job in the cluster (see dbgrant.py). A ConfigMap records that the grant
+    ran, so a re-run makes no change."""
 
     name = "database-grant"
 
     def enabled(self) -> bool:
-        return (self.opts.uses_gcp and self.opts.iam_db_auth
-                and self.ctx.facts.engine == "postgres")
+        return self.opts.uses_gcp and self.opts.iam_db_auth
 
     @property
     def marker(self) -> str:
@@ -212,12 +209,10 @@ class DatabaseGrantStep(Step):
     def plan(self) -> list[Change]:
         current = self.ctx.kube.get_configmap(self.opts.namespace, self.marker)
         action = UNCHANGED if current == self.expected() else CREATE
-        if action == CREATE and self.ctx.db_connector is None:
-            from ..dbgrant import require_proxy
-
-            require_proxy(self.opts.database_name, self.ctx.iam_db_user)  # before any change
+        # The kind keeps its first name: install records written before MySQL grants use it.
         return [self.change(action, "database owner", self.opts.database_name,
-                            f"owned by {self.ctx.iam_db_user} (one-time grant)",
+                            f"for {self.ctx.iam_db_user}, by a one-time Job in "
+                            f"{self.opts.namespace}",
                             at={"namespace": self.opts.namespace, "configmap": self.marker})]
 
     def apply(self, changes: list[Change]) -> None:
