@@ -167,6 +167,9 @@ def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         debug = kwargs.get("debug", False)
+        from . import apilog
+
+        apilog.enable(debug)
         if debug:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         else:

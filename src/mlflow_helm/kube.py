@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from typing import Any
 from urllib.parse import quote
 
-from . import interrupt
+from . import apilog, interrupt
 from .errors import UserError
 from .retry import RetryPolicy, retrying
 
@@ -90,8 +91,13 @@ class Kube:
         request = api.param_serialize(method=method, resource_path=path, header_params=headers,
                                       query_params=query or None, body=body,
                                       auth_settings=["BearerToken"])
-        response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-        data = response.read()
+        start, status = time.monotonic(), "error"
+        try:
+            response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
+            status = response.status
+            data = response.read()
+        finally:
+            apilog.call("kube", method, request[1], status, time.monotonic() - start)
         if not 200 <= response.status < 300:
             raise ApiException(http_resp=response)
         return json.loads(data) if data else {}
@@ -108,7 +114,8 @@ class Kube:
                                 "check the kube context (`kubectl cluster-info`)") from exc
             if _status(exc) == 403:
                 raise UserError(f"Kubernetes denied {what}: {getattr(exc, 'reason', exc)}",
-                                "you need rights to manage namespaces and Secrets") from exc
+                                "you need rights to manage namespaces, Secrets, ConfigMaps, Leases, "
+                                "ServiceAccounts and Jobs (and to read pod logs) there") from exc
             raise
 
     def server_version(self) -> tuple[int, int, str]:
@@ -287,8 +294,13 @@ class Kube:
         request = api.param_serialize(method="GET", resource_path=path,
                                       header_params={"Accept": "text/plain"},
                                       query_params=query, auth_settings=["BearerToken"])
-        response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-        data = response.read()
+        start, status = time.monotonic(), "error"
+        try:
+            response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
+            status = response.status
+            data = response.read()
+        finally:
+            apilog.call("kube", "GET", request[1], status, time.monotonic() - start)
         if not 200 <= response.status < 300:
             raise ApiException(http_resp=response)
         return data.decode(errors="replace")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import interrupt
+from .. import apilog, interrupt
 from ..errors import CloudError, PermissionDenied, UserError
 from ..retry import RetryPolicy, retrying
 
@@ -243,8 +244,11 @@ class GoogleApis:
 
             creds, _ = self.authenticate()
             options = {"api_endpoint": self.storage_url} if self.storage_url else None
-            cache["storage"] = storage.Client(project=self.project or "unused",
-                                              credentials=creds, client_options=options)
+            client = storage.Client(project=self.project or "unused", credentials=creds,
+                                    client_options=options)
+            # --debug's API log (apilog.py): the client's requests session reports each call.
+            client._http.hooks["response"].append(apilog.requests_hook("storage"))
+            cache["storage"] = client
         return cache["storage"]
 
     def say(self, message: str) -> None:
@@ -256,7 +260,17 @@ class GoogleApis:
 
         def once() -> Any:
             interrupt.check()  # after a signal, no new request leaves (cleanup's do)
-            return request.execute(num_retries=0)
+            start, status = time.monotonic(), "error"
+            try:
+                body = request.execute(num_retries=0)
+                status = 200
+                return body
+            except Exception as exc:
+                status = http_status(exc) or type(exc).__name__
+                raise
+            finally:
+                apilog.call(_api_of(request.uri), request.method, request.uri, status,
+                            time.monotonic() - start)
 
         try:
             return retrying(once, is_transient, self.retry, f"{operation} {resource}")
@@ -269,6 +283,16 @@ class GoogleApis:
                 raise UserError(f"Google rejected the credentials ({error_reason(exc)})",
                                 "run `gcloud auth application-default login` again") from exc
             raise
+
+
+def _api_of(uri: str) -> str:
+    """sqladmin for https://sqladmin.googleapis.com/v1/... (or BASE/sqladmin/v1/... of a fake)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.hostname and parts.hostname.endswith(".googleapis.com"):
+        return parts.hostname.split(".", 1)[0]
+    return parts.path.lstrip("/").split("/", 1)[0]
 
 
 def not_found(exc: BaseException) -> bool:
