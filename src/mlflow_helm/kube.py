@@ -114,8 +114,9 @@ class Kube:
                                 "check the kube context (`kubectl cluster-info`)") from exc
             if _status(exc) == 403:
                 raise UserError(f"Kubernetes denied {what}: {getattr(exc, 'reason', exc)}",
-                                "you need rights to manage namespaces, Secrets, ConfigMaps, Leases, "
-                                "ServiceAccounts and Jobs (and to read pod logs) there") from exc
+                                "you need rights to manage namespaces, Secrets, ConfigMaps, "
+                                "Leases, ServiceAccounts and Jobs (and to read pod logs) "
+                                "there") from exc
             raise
 
     def server_version(self) -> tuple[int, int, str]:
