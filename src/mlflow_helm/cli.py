@@ -1,8 +1,9 @@
 """The click layer: parse, validate, build the context, call one function, print.
 
 Precedence: flag > environment (Helm's HELM_NAMESPACE, HELM_KUBECONTEXT, HELM_BIN,
-HELM_DEBUG; CLOUDSDK_CORE_PROJECT; KUBECONFIG) > default. Heavy libraries load lazily so
-`--help` stays fast.
+HELM_DEBUG; CLOUDSDK_CORE_PROJECT) > default. KUBECONFIG and Helm's HELM_KUBE*
+connection settings are read by kube.py and by Helm itself: both reach one cluster.
+Heavy libraries load lazily so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def cluster_options(fn):
                      show_default=True, help="Namespace (env HELM_NAMESPACE, set by Helm)."),
         click.option("--kube-context", envvar="HELM_KUBECONTEXT", default="",
                      help="Kube context (env HELM_KUBECONTEXT); default: the current one."),
-        click.option("--kubeconfig", envvar="KUBECONFIG", default="",
-                     help="Kubeconfig file (env KUBECONFIG)."),
+        click.option("--kubeconfig", default="",
+                     help="Kubeconfig file; default: KUBECONFIG (one or several files, "
+                          "merged as kubectl and Helm merge them), else ~/.kube/config."),
         click.option("--helm-bin", envvar="HELM_BIN", default="helm",
                      help="Helm executable (env HELM_BIN, set by Helm)."),
         click.option("--timeout", default="10m", show_default=True,

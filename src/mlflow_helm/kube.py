@@ -1,13 +1,21 @@
 """The Kubernetes API, for what the CLI does itself: version, namespace, Secrets, markers.
 
-Follows Helm: --kube-context / HELM_KUBECONTEXT when given, else the kubeconfig's current
-context; KUBECONFIG or --kubeconfig for the file. Everything else in the cluster is Helm's.
+Follows Helm, so that our calls and Helm's reach the same cluster as the same user:
+--kube-context / HELM_KUBECONTEXT when given, else the kubeconfig's current context;
+--kubeconfig, else KUBECONFIG (several files separated by ':' are merged, as client-go
+merges them for Helm), else ~/.kube/config; and Helm's connection settings, which Helm
+hands a plugin as HELM_KUBEAPISERVER, HELM_KUBETOKEN, HELM_KUBECAFILE, HELM_KUBEASUSER,
+HELM_KUBEASGROUPS, HELM_KUBEINSECURE_SKIP_TLS_VERIFY and HELM_KUBETLS_SERVER_NAME (Helm's
+pkg/cli EnvSettings, the same names on both majors), applied over the kubeconfig as
+Helm applies its flags. Inner `helm` calls read the same variables themselves. Everything
+else in the cluster is Helm's.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -18,6 +26,9 @@ from .errors import UserError
 from .retry import RetryPolicy, retrying
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mlflow-helm"}
+# Helm's connection settings as it exports them to plugins (HELM_KUBE<NAME>).
+HELM_KUBE = ("APISERVER", "TOKEN", "CAFILE", "ASUSER", "ASGROUPS", "INSECURE_SKIP_TLS_VERIFY",
+             "TLS_SERVER_NAME")
 REQUEST_TIMEOUT = 30  # seconds per call; retries are ours
 
 
@@ -49,8 +60,10 @@ class Kube:
         from kubernetes import config
 
         try:
-            _, active = config.list_kube_config_contexts(config_file=self.kubeconfig or None)
+            _, active = config.list_kube_config_contexts(config_file=self.config_file)
         except Exception as exc:
+            if os.environ.get("HELM_KUBEAPISERVER"):
+                return ""  # an API server without a kubeconfig: no context to read
             raise UserError(f"cannot read the kubeconfig: {exc}",
                             "set KUBECONFIG or run `gcloud container clusters "
                             "get-credentials CLUSTER`") from exc
@@ -66,16 +79,54 @@ class Kube:
         """
         with self._lock:
             if self._api is None:
-                from kubernetes import config
-
-                try:
-                    self._api = config.new_client_from_config(
-                        config_file=self.kubeconfig or None, context=self.context or None)
-                except Exception as exc:
-                    raise UserError(
-                        f"cannot load kube context {self.context or '(current)'}: {exc}",
-                        "check `kubectl config get-contexts`; pass --kube-context") from exc
+                self._api = self._new_client()
             return self._api
+
+    @property
+    def config_file(self) -> str | None:
+        """--kubeconfig, else KUBECONFIG (read now: the kubernetes package reads it once, at
+        import), else None: the package's ~/.kube/config."""
+        return self.kubeconfig or os.environ.get("KUBECONFIG") or None
+
+    def _new_client(self) -> Any:
+        from kubernetes import client, config
+
+        env = {k: os.environ.get(f"HELM_KUBE{k}", "") for k in HELM_KUBE}
+        cfg = client.Configuration()
+        try:
+            config.load_kube_config(config_file=self.config_file,
+                                    context=self.context or None, client_configuration=cfg,
+                                    persist_config=False)
+        except Exception as exc:
+            if not env["APISERVER"]:  # with an API server given, a kubeconfig is optional
+                raise UserError(
+                    f"cannot load kube context {self.context or '(current)'}: {exc}",
+                    "check `kubectl config get-contexts`; pass --kube-context") from exc
+        if env["APISERVER"]:
+            cfg.host = env["APISERVER"]
+        if env["TOKEN"]:
+            # The token replaces the kubeconfig's user, exec plugin included (client-go
+            # BearerToken wins over the other credentials, as with `helm --kube-token`).
+            cfg.api_key = {"authorization": f"Bearer {env['TOKEN']}"}
+            cfg.api_key_prefix = {}
+            cfg.refresh_api_key_hook = None
+            cfg.cert_file = cfg.key_file = None
+        if env["CAFILE"]:
+            cfg.ssl_ca_cert = env["CAFILE"]
+        if env["INSECURE_SKIP_TLS_VERIFY"].lower() == "true":
+            cfg.verify_ssl = False
+        if env["TLS_SERVER_NAME"]:
+            cfg.tls_server_name = env["TLS_SERVER_NAME"]
+        api = client.ApiClient(configuration=cfg)
+        if env["ASUSER"]:
+            api.set_default_header("Impersonate-User", env["ASUSER"])
+        groups = [g for g in env["ASGROUPS"].split(",") if g]
+        if len(groups) > 1:
+            raise UserError(f"HELM_KUBEASGROUPS={env['ASGROUPS']}: impersonating more than "
+                            "one group is not supported here", "impersonate one group")
+        if groups:
+            api.set_default_header("Impersonate-Group", groups[0])
+        return api
 
     def _request(self, method: str, path: str, body: dict | None = None,
                  query: list[tuple[str, str]] | None = None) -> dict:

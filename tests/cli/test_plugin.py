@@ -13,6 +13,7 @@ import sys
 
 from tests.cli.conftest import cli_env
 from tests.conftest import REPO_ROOT
+from tests.fakes.http import self_signed
 
 
 def helm_home(tmp_path, world=None) -> dict:
@@ -104,3 +105,69 @@ def test_plugin_installs_from_a_git_url(helm, tmp_path):
     out = subprocess.run([helm, "mlflow-gcp", "--version"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "mlflow-helm, version" in out.stdout, out.stderr
+
+
+def test_plugin_with_kube_apiserver_and_token_sends_every_call_there(helm, tmp_path, world):
+    """`helm --kube-apiserver URL --kube-token T --kube-ca-file CA mlflow-gcp plan`: Helm
+    exports its flags to the plugin as HELM_KUBEAPISERVER, HELM_KUBETOKEN and
+    HELM_KUBECAFILE (pkg/cli EnvSettings, both majors); the CLI's own Kubernetes calls and
+    the inner `helm` calls all go to URL, over TLS checked against CA, with T, although the
+    kubeconfig names another server and another user. (A second fake API server, on HTTPS:
+    client-go sends a token over TLS only.)"""
+    import ssl
+
+    import yaml
+
+    from tests.fakes.kube import FakeKube
+
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    other = FakeKube()
+    url = other.serve(tls)
+    try:
+        env = helm_home(tmp_path, world)
+        assert install_plugin(helm, env).returncode == 0
+        config = yaml.safe_load(world.kubeconfig.read_text())
+        config["clusters"][0]["cluster"]["server"] = "http://127.0.0.1:9"  # nothing listens
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.write_text(yaml.safe_dump(config))
+        env["KUBECONFIG"] = str(elsewhere)
+        out = subprocess.run([helm, "--kube-apiserver", url, "--kube-token", "token-of-the-flag",
+                              "--kube-ca-file", cert, "-n", "team-a", "mlflow-gcp", "plan",
+                              "--local", "--output", "json"], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        ours = [c for c in other.calls if not c.agent.startswith("Helm")]
+        helms = [c for c in other.calls if c.agent.startswith("Helm")]
+        assert ours and helms  # both reached the flag's API server
+        assert {c.auth for c in other.calls} == {"token-of-the-flag"}
+        assert not [c for c in world.kube.calls if c.path.startswith("/api/v1/namespaces/team-a")]
+    finally:
+        other.close()
+
+
+def test_plugin_with_kubeconfig_of_several_files(helm, tmp_path, world):
+    """KUBECONFIG=a:b (the cluster and user in one file, the context in another): merged as
+    client-go merges it, by Helm and by the CLI, instead of `--kubeconfig a:b`."""
+    import yaml
+
+    env = helm_home(tmp_path, world)
+    assert install_plugin(helm, env).returncode == 0
+    config = yaml.safe_load(world.kubeconfig.read_text())
+    first, second = tmp_path / "clusters.yaml", tmp_path / "contexts.yaml"
+    first.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config",
+                                     "clusters": config["clusters"],
+                                     "users": config["users"]}))
+    second.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config",
+                                      "current-context": config["current-context"],
+                                      "contexts": config["contexts"]}))
+    env["KUBECONFIG"] = f"{first}{os.pathsep}{second}"
+    before = len(world.kube.calls)
+    out = subprocess.run([helm, "-n", "team-b", "mlflow-gcp", "plan", "--local", "--output",
+                          "json"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    calls = world.kube.calls[before:]
+    assert any(c.agent.startswith("Helm") for c in calls)
+    assert any(not c.agent.startswith("Helm") for c in calls)
+    assert json.loads(out.stdout)["namespace"] == "team-b"

@@ -92,6 +92,7 @@ class Call:
     done: bool = False  # operations.get: the operation was DONE
     instance: str = ""  # Cloud SQL: the instance whose one-at-a-time operation queue it joins
     agent: str = ""  # the client's User-Agent (the Kubernetes fake tells Helm from us)
+    auth: str = ""  # the Kubernetes fake: the Authorization header's bearer token, if any
 
 
 @dataclass

@@ -75,6 +75,11 @@ def _key(method: str, path: str, body: dict) -> str:
     return path.strip("/") or "/"
 
 
+def _bearer(headers) -> str:
+    value = (headers or {}).get("Authorization", "") or ""
+    return value.removeprefix("Bearer ") if value.startswith("Bearer ") else ""
+
+
 def is_lock(call) -> bool:
     """A call on the run's lock (a Lease, src/mlflow_helm/lock.py): every install and
     uninstall takes and gives back its Lease, which changes nothing of the release."""
@@ -101,8 +106,11 @@ class FakeKube:
         self.job_runner = lambda job, fake: (True, "")
         self._threads: list[threading.Thread] = []
 
-    def serve(self) -> str:
-        self.server = serve_json(self.handle, headers=True)
+    def serve(self, tls=None) -> str:
+        """Serve over HTTP, or HTTPS with `tls` (an ssl.SSLContext): client-go sends a
+        bearer token only over TLS (clientcmd applies the user's credentials to TLS
+        transports only), so a test of who the caller is needs HTTPS."""
+        self.server = serve_json(self.handle, headers=True, tls=tls)
         return url_of(self.server)
 
     def close(self) -> None:
@@ -132,7 +140,8 @@ class FakeKube:
             self.calls.append(Call("kube", op, method, path, status,
                                    method not in ("GET", "HEAD"), start, time.monotonic(),
                                    _key(method, path, body),
-                                   agent=(headers or {}).get("User-Agent", "")))
+                                   agent=(headers or {}).get("User-Agent", ""),
+                                   auth=_bearer(headers)))
             return status, obj
 
     def _meta(self, obj: dict) -> dict:
@@ -228,7 +237,8 @@ class FakeKube:
             self.calls.append(Call("kube", op, method, path, status,
                                    method not in ("GET", "HEAD"), start, time.monotonic(),
                                    _key(method, path, body),
-                                   agent=(headers or {}).get("User-Agent", "")))
+                                   agent=(headers or {}).get("User-Agent", ""),
+                                   auth=_bearer(headers)))
         return status, obj
 
     def _jobs(self, method, path, body, selector):
