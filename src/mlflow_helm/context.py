@@ -28,6 +28,7 @@ class Facts:
     workload_pool: str = ""  # the cluster's, e.g. PROJECT.svc.id.goog or a fleet host's
     pool_project_number: str = ""  # the number of the pool's project (principal:// members)
     wi_node_selector: bool = False  # some node pools lack the GKE metadata server
+    pool_values: dict = field(default_factory=dict)  # sizing that fits max_connections
     instance: dict = field(default_factory=dict)
     engine: str = ""  # postgres | mysql
     connection_name: str = ""

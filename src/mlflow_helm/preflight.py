@@ -210,3 +210,51 @@ def preflight(ctx: Context, cluster: bool = True) -> None:
         future.result()
     if opts.uses_gcp and opts.identity == "direct" and not opts.needs_gsa:
         pool_project_number(ctx)
+    if opts.uses_gcp and opts.database == "cloudsql":
+        check_connection_budget(ctx)
+
+
+def check_connection_budget(ctx: Context) -> None:
+    """The servers' most connections against the instance's max_connections (budget.py):
+    over a safe share, a warning, and smaller sizing values unless the user chose them."""
+    import yaml
+
+    from . import budget
+    from .chart import bundled_chart
+    from .steps.release import user_layer
+    from .values import compute_values, deep_merge
+
+    opts, facts = ctx.opts, ctx.facts
+    limit, source = budget.max_connections(facts.instance, facts.engine)
+    if limit is None:
+        return
+    defaults = yaml.safe_load((bundled_chart() / "values.yaml").read_text()) or {}
+    mine = (opts.recorded_values if opts.recorded_values is not None
+            else user_layer(opts)) or {}
+    final = deep_merge(deep_merge(defaults, compute_values(ctx)), mine)
+    wanted, replicas, workers, per_worker = budget.demand(final)
+    share = int(limit * budget.SHARE)
+    if wanted + budget.RESERVED <= share:
+        return
+    name = opts.instance_name
+    head = (f"warning: MLflow may open {wanted} connections to Cloud SQL instance {name} "
+            f"({replicas} replica(s) x {workers} worker(s) x {per_worker} pool connections, "
+            f"plus about {budget.RESERVED} for the migration Job), over "
+            f"{int(budget.SHARE * 100)}% of its max_connections {limit} ({source})")
+    chosen = [k for k in budget.SIZING_KEYS if budget._get(mine, k) is not None]
+    smaller = None if chosen else budget.fit(final, limit)
+    if smaller is None:
+        facts.notes.append(
+            f"{head}. Lower replicaCount, server.workers, server.threadLimit or "
+            "database.pool.*, or raise the instance's max_connections flag (chart README, "
+            "Sizing)" + (f"; you set {', '.join(chosen)}" if chosen else ""))
+        return
+    facts.pool_values = smaller
+    pool = smaller["database"]["pool"]
+    parts = [f"server.threadLimit={smaller['server']['threadLimit']}",
+             f"database.pool.size={pool['size']}",
+             f"database.pool.maxOverflow={pool['maxOverflow']}"]
+    if "workers" in smaller["server"]:
+        parts.insert(0, f"server.workers={smaller['server']['workers']}")
+    facts.notes.append(f"{head}; so the chart gets {', '.join(parts)}. Set any of these with "
+                       "-f/--set to choose yourself, or raise max_connections")

@@ -41,6 +41,8 @@ def compute_values(ctx: Context) -> dict[str, Any]:
     elif opts.database == "external":
         values["database"] = {"type": "external", "external": {
             "existingSecret": opts.db_secret_name, "uriKey": "uri"}}
+    if facts.pool_values:  # the connection budget's smaller sizing (budget.py)
+        values = deep_merge(values, facts.pool_values)
     return values
 
 

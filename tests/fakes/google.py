@@ -177,13 +177,14 @@ class FakeGoogle:
 
     def add_instance(self, pid: str, name: str, region: str = "europe-west1",
                      version: str = "POSTGRES_16", ip_types=("PRIMARY",),
-                     state: str = "RUNNABLE", flags: dict | None = None, binlog=False):
+                     state: str = "RUNNABLE", flags: dict | None = None, binlog=False,
+                     tier: str = "db-custom-2-7680"):
         self.state.instances[(pid, name)] = {
             "kind": "sql#instance", "name": name, "project": pid, "region": region,
             "databaseVersion": version, "state": state,
             "connectionName": f"{pid}:{region}:{name}",
             "ipAddresses": [{"type": t, "ipAddress": "10.0.0.3"} for t in ip_types],
-            "settings": {"settingsVersion": "1", "tier": "db-custom-1-3840",
+            "settings": {"settingsVersion": "1", "tier": tier,
                          "databaseFlags": [{"name": k, "value": v}
                                            for k, v in (flags or {}).items()],
                          "backupConfiguration": {"binaryLogEnabled": binlog},
