@@ -312,3 +312,28 @@ def test_missing_google_managed_gsa_is_refused(world):
     assert "only accounts named NAME@PROJECT.iam.gserviceaccount.com can be created" in \
         str(err.value)
     assert world.mutating() == []
+
+
+# -- IAM policy versions ---------------------------------------------------------------------
+
+def test_policy_version_is_the_policys_not_the_requested_one(world):
+    # cloudresourcemanager.v1.json, Policy.version: "Valid values are `0`, `1`, and `3`...
+    # If a policy does not include any conditions, operations on that policy may specify any
+    # valid version or leave the field unset"; GetPolicyOptions.requestedPolicyVersion is the
+    # most a caller can read. A policy without conditions comes back as version 1 even when
+    # 3 is requested, and one with a condition as 3 only when 3 is requested.
+    path = f"cloudresourcemanager/v1/projects/{PROJECT}:getIamPolicy"
+    status, body = raw(world, "POST", path, {"options": {"requestedPolicyVersion": 3}})
+    assert status == 200 and body["version"] == 1
+    holder = world.google.state.projects[PROJECT]
+    holder["policy"]["bindings"].append({
+        "role": "roles/viewer", "members": ["user:temp@x.com"],
+        "condition": {"title": "until 2027", "expression":
+                      'request.time < timestamp("2027-01-01T00:00:00Z")'}})
+    holder["policy"]["version"] = 3
+    _, body = raw(world, "POST", path, {"options": {"requestedPolicyVersion": 3}})
+    assert body["version"] == 3
+    # The CLI's read-modify-write keeps the conditional binding (it asks for version 3).
+    do_install(world.context(**PG))
+    kept = [b for b in holder["policy"]["bindings"] if b.get("condition")]
+    assert kept and kept[0]["members"] == ["user:temp@x.com"]
