@@ -416,6 +416,7 @@ def locked(ctx: Context):
 
 
 def do_install(ctx: Context, on_plan=None, confirm=None) -> Result:
+    ctx.helm.major()  # a missing or old Helm is said first: nothing else works without it
     with locked(ctx):
         return _install(ctx, on_plan, confirm)
 

@@ -130,6 +130,9 @@ def _global_flags(cmd, argv: list) -> list:
     return argv
 
 
+SUPPORTED = "3.17 or later, or 4"
+
+
 def _error_class(stderr: str):
     """pyhelm3 0.5.8 Command.run's mapping of Helm's stderr to its error classes."""
     from pyhelm3 import errors
@@ -191,14 +194,24 @@ class Helm:
     def major(self) -> int:
         """Helm's major version; Helm 3.17+ and Helm 4 are supported."""
         if self._major is None:
+            import shutil
+
+            if shutil.which(self.executable) is None:
+                raise UserError(
+                    f"Helm not found: {self.executable!r} is not "
+                    + ("an executable file" if "/" in self.executable else "on PATH"),
+                    f"install Helm {SUPPORTED} (https://helm.sh/docs/intro/install/), or "
+                    "point --helm-bin / HELM_BIN at it")
             try:
                 version = self.command.client_version()
             except Exception as exc:
-                raise UserError(f"cannot run Helm at {self.executable!r}: {exc}",
-                                "install Helm 3.17+ or 4, or set HELM_BIN") from exc
+                raise UserError(f"cannot run Helm at {self.executable!r}: {_output(exc)}",
+                                f"install Helm {SUPPORTED}, or point --helm-bin / HELM_BIN "
+                                "at one that runs") from exc
             self.version_string = str(version)
             if version.major < 3 or (version.major == 3 and version.minor < 17):
-                raise UserError(f"Helm {version} is too old", "use Helm 3.17 or later")
+                raise UserError(f"Helm {version} at {self.executable} is too old",
+                                f"install Helm {SUPPORTED} (https://helm.sh/docs/intro/install/)")
             self._major = version.major
         return self._major
 

@@ -64,9 +64,7 @@ class Kube:
         except Exception as exc:
             if os.environ.get("HELM_KUBEAPISERVER"):
                 return ""  # an API server without a kubeconfig: no context to read
-            raise UserError(f"cannot read the kubeconfig: {exc}",
-                            "set KUBECONFIG or run `gcloud container clusters "
-                            "get-credentials CLUSTER`") from exc
+            raise self._config_error(exc) from exc
         return (active or {}).get("name", "")
 
     @property
@@ -81,6 +79,28 @@ class Kube:
             if self._api is None:
                 self._api = self._new_client()
             return self._api
+
+    def _config_error(self, exc: Exception) -> UserError:
+        """What is wrong with the kubeconfig, and how to get a cluster."""
+        paths = (self.config_file or os.path.expanduser("~/.kube/config")).split(os.pathsep)
+        found = [p for p in paths if p and os.path.exists(os.path.expanduser(p))]
+        get_one = ("create a local cluster (`kind create cluster` or `minikube start`), or "
+                   "fetch a GKE cluster's (`gcloud container clusters get-credentials CLUSTER "
+                   "--location LOCATION`), then re-run")
+        text = str(exc)
+        if not found:
+            return UserError(f"no kubeconfig: {', '.join(paths)} does not exist", get_one)
+        if "current-context" in text or "No configuration found" in text or \
+                "Expected object with name" in text:
+            what = (f"context {self.context} is not in" if self.context
+                    else "no current context in")
+            return UserError(f"{what} the kubeconfig ({', '.join(found)}); it may be empty "
+                             "after its cluster was deleted",
+                             f"`kubectl config get-contexts`, then `kubectl config use-context "
+                             f"NAME` or --kube-context NAME; or {get_one}")
+        return UserError(f"cannot load kube context {self.context or '(current)'} from "
+                         f"{', '.join(found)}: {text}",
+                         "check `kubectl config get-contexts`; pass --kube-context")
 
     @property
     def config_file(self) -> str | None:
@@ -99,9 +119,7 @@ class Kube:
                                     persist_config=False)
         except Exception as exc:
             if not env["APISERVER"]:  # with an API server given, a kubeconfig is optional
-                raise UserError(
-                    f"cannot load kube context {self.context or '(current)'}: {exc}",
-                    "check `kubectl config get-contexts`; pass --kube-context") from exc
+                raise self._config_error(exc) from exc
         if env["APISERVER"]:
             cfg.host = env["APISERVER"]
         if env["TOKEN"]:
@@ -161,14 +179,27 @@ class Kube:
             raise
         except Exception as exc:
             if _status(exc) is None and not hasattr(exc, "status"):
-                raise UserError(f"cannot reach the Kubernetes API ({what}): {exc}",
-                                "check the kube context (`kubectl cluster-info`)") from exc
+                raise self._unreachable(exc, what) from exc
             if _status(exc) == 403:
                 raise UserError(f"Kubernetes denied {what}: {getattr(exc, 'reason', exc)}",
                                 "you need rights to manage namespaces, Secrets, ConfigMaps, "
                                 "Leases, ServiceAccounts and Jobs (and to read pod logs) "
                                 "there") from exc
             raise
+
+    def _unreachable(self, exc: BaseException, what: str) -> UserError:
+        """The API server did not answer: where it was looked for, and the likely causes."""
+        host = getattr(getattr(self._api, "configuration", None), "host", "") or "?"
+        reason = str(exc)
+        for cause in ("Connection refused", "timed out", "Name or service not known",
+                      "No route to host", "certificate verify failed"):
+            if cause.lower() in reason.lower():
+                reason = cause
+                break
+        return UserError(f"cannot reach the Kubernetes API at {host} ({reason}) for {what}",
+                         "is the cluster running? `kubectl cluster-info` shows what the "
+                         "context points at; a stopped kind cluster starts with "
+                         "`docker start kind-control-plane`, minikube with `minikube start`")
 
     def server_version(self) -> tuple[int, int, str]:
         info = self._call(lambda: self._request("GET", "/version"), "GET /version")
