@@ -37,7 +37,7 @@ def cluster_options(fn):
                      help="Helm executable (env HELM_BIN, set by Helm)."),
         click.option("--timeout", default="10m", show_default=True,
                      help="Helm timeout for install, upgrade and tests."),
-        click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+        click.option("-o", "--output", type=HelmChoice(["text", "json"]), default="text",
                      show_default=True, help="json: one document, schema in docs/cli.md."),
         click.option("--debug", envvar="HELM_DEBUG", is_flag=True, default=False,
                      help="Show tracebacks and API calls (env HELM_DEBUG)."),
@@ -104,6 +104,16 @@ def cloud_options(fn):
     for decorator in reversed(decorators):
         fn = decorator(fn)
     return fn
+
+
+class HelmChoice(click.Choice):
+    """A choice that also takes Helm's `-o=json` (cobra accepts `=` after a short flag; click
+    would read the value as "=json")."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.startswith("="):
+            value = value[1:]
+        return super().convert(value, param, ctx)
 
 
 def build_options(**kw) -> Options:
@@ -234,7 +244,15 @@ def main() -> None:
 @cloud_options
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--skip-tests", is_flag=True, help="Do not run `helm test` after installing.")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-y", "--yes", is_flag=True,
+              help="Answer yes: to a change of an existing release's settings or resources, "
+                   "and to a flag change that restarts the Cloud SQL instance (without a "
+                   "terminal those are refused unless --yes).")
+@click.option("--wait", "helm_wait", is_flag=True,
+              help="Always on: the release is installed with Helm's --wait --wait-for-jobs.")
+@click.option("--atomic", "--rollback-on-failure", "helm_atomic", is_flag=True,
+              help="Always on: a failed upgrade is rolled back (Helm 3 --atomic, Helm 4 "
+                   "--rollback-on-failure).")
 @handle_errors
 def install(**kw) -> None:
     """Create what MLflow needs in Google Cloud and Kubernetes, install the chart, test it."""
@@ -311,7 +329,8 @@ def render(create_secrets: bool, **kw) -> None:
 @click.option("--delete-artifacts", is_flag=True, help="With --purge: also delete MLflow's "
               "artifacts (the objects in a bucket this release created, the artifacts "
               "volume).")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-y", "--yes", is_flag=True, help="Answer yes to --purge's question (needed "
+              "without a terminal).")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted.")
 @handle_errors
 def uninstall(purge: bool, delete_artifacts: bool, **kw) -> None:

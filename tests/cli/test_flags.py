@@ -186,3 +186,19 @@ def test_helm_kubecontext_selects_the_context_and_its_project(world, tmp_path):
     # The project came from the selected context, not the current one (my-proj).
     assert "project other-proj does not exist, or you cannot see it" in result.output
     assert "Traceback" not in result.output  # HELM_DEBUG=false is not --debug
+
+
+def test_helm_users_reflexes_are_accepted(world):
+    """`-o=json` as cobra takes it, and install's --wait and --atomic/--rollback-on-failure,
+    which the CLI always does (Helm --wait --wait-for-jobs, and the rollback flag of the
+    major in use)."""
+    for flag in ("--wait", "--atomic", "--rollback-on-failure"):
+        result = CliRunner().invoke(main, ["install", "--local", "--skip-tests", flag,
+                                           "-o=json"], env=cli_env(world))
+        assert result.exit_code == 0, result.output
+        import json
+
+        assert json.loads(result.stdout)["command"] == "install"
+    argv = world.helm_calls("upgrade")[-1]["argv"]
+    assert "--wait" in argv and "--wait-for-jobs" in argv
+    assert "--rollback-on-failure" in argv  # the world's Helm is 4
