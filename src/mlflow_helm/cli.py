@@ -26,8 +26,10 @@ def cluster_options(fn):
     """Where: release, namespace, kube context, Helm binary, output."""
     decorators = [
         click.argument("release", default="mlflow", required=False),
-        click.option("-n", "--namespace", envvar="HELM_NAMESPACE", default="mlflow",
-                     show_default=True, help="Namespace (env HELM_NAMESPACE, set by Helm)."),
+        click.option("-n", "--namespace", default=None,
+                     help="Namespace [default: mlflow]. Env MLFLOW_HELM_NAMESPACE, or "
+                          "HELM_NAMESPACE (Helm's -n) unless it is Helm's own fallback: "
+                          "`default` or the kube context's namespace."),
         click.option("--kube-context", envvar="HELM_KUBECONTEXT", default="",
                      help="Kube context (env HELM_KUBECONTEXT); default: the current one."),
         click.option("--kubeconfig", default="",
@@ -45,6 +47,51 @@ def cluster_options(fn):
     for decorator in reversed(decorators):
         fn = decorator(fn)
     return fn
+
+
+DEFAULT_NAMESPACE = "mlflow"
+
+
+def resolve_namespace(flag: str | None, kube_context: str, kubeconfig: str) -> tuple[str, bool]:
+    """One namespace rule for `mlflow-helm` and `helm mlflow-gcp`, so mixing them never makes
+    two releases: -n, else MLFLOW_HELM_NAMESPACE, else HELM_NAMESPACE, else `mlflow`.
+    Returns (namespace, whether it was chosen).
+
+    Helm sets HELM_NAMESPACE for every plugin: to its -n when given (before or after the
+    plugin's name; Helm strips it from the plugin's arguments), else to the kube context's
+    namespace, else to `default` (pkg/cli EnvSettings.Namespace, both majors). Those two
+    fallbacks cannot be told from a choice, so they count as no choice, as they would for
+    the standalone CLI; MLFLOW_HELM_NAMESPACE picks either on purpose.
+    """
+    import os
+
+    if flag:
+        return flag, True
+    chosen = os.environ.get("MLFLOW_HELM_NAMESPACE", "")
+    if chosen:
+        return chosen, True
+    helm = os.environ.get("HELM_NAMESPACE", "")
+    if helm and not _helm_fallback_namespace(helm, kube_context, kubeconfig):
+        return helm, True
+    return DEFAULT_NAMESPACE, False
+
+
+def _helm_fallback_namespace(name: str, kube_context: str, kubeconfig: str) -> bool:
+    """Whether `name` is what Helm puts in HELM_NAMESPACE when no -n was given."""
+    if name == "default":
+        return True
+    import os
+
+    try:
+        from kubernetes import config
+
+        contexts, active = config.list_kube_config_contexts(
+            config_file=kubeconfig or os.environ.get("KUBECONFIG") or None)
+    except Exception:  # no kubeconfig: Helm's fallback could only have been `default`
+        return False
+    wanted = kube_context or (active or {}).get("name", "")
+    return any(c.get("name") == wanted and (c.get("context") or {}).get("namespace") == name
+               for c in contexts or ())
 
 
 def cloud_options(fn):
@@ -117,8 +164,10 @@ class HelmChoice(click.Choice):
 
 
 def build_options(**kw) -> Options:
+    namespace, namespace_given = resolve_namespace(kw["namespace"], kw["kube_context"],
+                                                   kw["kubeconfig"])
     opts = Options(
-        release=kw["release"], namespace=kw["namespace"], kube_context=kw["kube_context"],
+        release=kw["release"], namespace=namespace, kube_context=kw["kube_context"],
         kubeconfig=kw["kubeconfig"], helm_bin=kw["helm_bin"], timeout=kw["timeout"],
         output=kw["output"], debug=kw["debug"],
     )
@@ -137,6 +186,8 @@ def build_options(**kw) -> Options:
     opts.yes = kw.get("yes", False)
     opts.dry_run = kw.get("dry_run", False)
     opts.given = given_options()
+    if namespace_given:
+        opts.given.add("namespace")
     from .steps.release import chart_names
 
     opts.name_values = chart_names(opts)
@@ -152,9 +203,11 @@ def given_options() -> set[str]:
     if ctx is None:
         return set()
     rename = {"chart_version": "version"}
-    return {rename.get(name, name) for name in ctx.params
-            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
-                                                  ParameterSource.ENVIRONMENT)}
+    given = {rename.get(name, name) for name in ctx.params
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                   ParameterSource.ENVIRONMENT)}
+    given.discard("namespace")  # resolve_namespace says whether it was chosen
+    return given
 
 
 def build_context(opts: Options):

@@ -202,3 +202,33 @@ def test_helm_users_reflexes_are_accepted(world):
     argv = world.helm_calls("upgrade")[-1]["argv"]
     assert "--wait" in argv and "--wait-for-jobs" in argv
     assert "--rollback-on-failure" in argv  # the world's Helm is 4
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "mlflow"),
+    # What Helm exports to a plugin when no -n was given (pkg/cli EnvSettings.Namespace:
+    # the flag, else the kube context's namespace, else "default"; both majors).
+    ({"HELM_NAMESPACE": "default"}, "mlflow"),
+    ({"HELM_NAMESPACE": "team-ctx"}, "mlflow"),  # the context's own namespace, see below
+    ({"HELM_NAMESPACE": "team-a"}, "team-a"),  # Helm's -n
+    ({"MLFLOW_HELM_NAMESPACE": "default", "HELM_NAMESPACE": "default"}, "default"),
+])
+def test_one_namespace_rule_for_both_entry_points(world, env, expected):
+    """Helm's fallback namespace is not a choice: the standalone CLI and the plugin without
+    -n both land in `mlflow`, so mixing them never makes a second release."""
+    import yaml
+
+    config = yaml.safe_load(world.kubeconfig.read_text())
+    for context in config["contexts"]:
+        context["context"]["namespace"] = "team-ctx"
+    world.kubeconfig.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["plan", "--local", "-o", "json"],
+                                env=cli_env(world, **env))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["namespace"] == expected
+
+
+def test_help_shows_the_namespace_default():
+    result = CliRunner().invoke(main, ["install", "--help"])
+    assert "[default: mlflow]" in " ".join(result.output.split())
+    assert "MLFLOW_HELM_NAMESPACE" in result.output

@@ -66,6 +66,23 @@ def test_plugin_plan_follows_helm_namespace(helm, tmp_path, world):
     assert any(c.path == "/api/v1/namespaces/team-a/secrets" for c in world.kube.calls)
 
 
+def test_plugin_without_namespace_flag_uses_the_clis_default(helm, tmp_path, world):
+    """Without -n Helm exports HELM_NAMESPACE=default to the plugin (pkg/cli
+    EnvSettings.Namespace); the plugin then plans for `mlflow`, as `mlflow-helm` does, and
+    `-n default` after the plugin's name cannot be told apart, so MLFLOW_HELM_NAMESPACE is
+    the way to choose it."""
+    env = helm_home(tmp_path, world)
+    assert install_plugin(helm, env).returncode == 0
+    out = subprocess.run([helm, "mlflow-gcp", "plan", "--local", "-o", "json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["namespace"] == "mlflow"
+    out = subprocess.run([helm, "mlflow-gcp", "plan", "--local", "-o", "json"], text=True,
+                         env={**env, "MLFLOW_HELM_NAMESPACE": "default"},
+                         capture_output=True, timeout=120)
+    assert json.loads(out.stdout)["namespace"] == "default"
+
+
 def test_plugin_launcher_without_environment_says_how_to_fix(tmp_path):
     import shutil
 
