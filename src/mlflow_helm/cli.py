@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .errors import UserError
-from .options import Options, validate
+from .options import Options, check_typed_set, validate
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -142,7 +142,13 @@ def cloud_options(fn):
                      type=click.Path(exists=True, dir_okay=False),
                      help="Values file layered over the computed values (repeatable)."),
         click.option("--set", "set_values", multiple=True,
-                     help="Helm --set, layered last (repeatable)."),
+                     help="Helm --set, layered over -f (repeatable)."),
+        click.option("--set-string", "set_string", multiple=True,
+                     help="Helm --set-string: values stay strings (repeatable)."),
+        click.option("--set-json", "set_json", multiple=True,
+                     help="Helm --set-json KEY=JSON (repeatable)."),
+        click.option("--set-file", "set_file", multiple=True,
+                     help="Helm --set-file KEY=PATH: the file's content (repeatable)."),
         click.option("--chart", default="", help="Chart: the bundled one by default, or an "
                      "oci:// reference."),
         click.option("--version", "chart_version", default="",
@@ -181,10 +187,13 @@ def build_options(**kw) -> Options:
         opts.ip_type = kw["ip_type"] or ""
     opts.values_files = list(kw.get("values_files", ()))
     opts.set_values = list(kw.get("set_values", ()))
+    opts.set_typed = typed_sets()
     opts.version = kw.get("chart_version", "")
     opts.skip_tests = kw.get("skip_tests", False)
     opts.yes = kw.get("yes", False)
     opts.dry_run = kw.get("dry_run", False)
+    for flag, item in opts.set_typed:  # before chart_names reads them
+        check_typed_set(flag, item)
     opts.given = given_options()
     if namespace_given:
         opts.given.add("namespace")
@@ -192,6 +201,16 @@ def build_options(**kw) -> Options:
 
     opts.name_values = chart_names(opts)
     return validate(opts)
+
+
+def typed_sets() -> list[tuple[str, str]]:
+    """--set-json, --set-string and --set-file items as (flag, item), in command-line order."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return []
+    return [(f"--{name.replace('_', '-')}", item)
+            for name in ("set_json", "set_string", "set_file")
+            for item in ctx.params.get(name) or ()]
 
 
 def given_options() -> set[str]:
@@ -202,7 +221,8 @@ def given_options() -> set[str]:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return set()
-    rename = {"chart_version": "version"}
+    rename = {"chart_version": "version", "set_string": "set_typed", "set_json": "set_typed",
+              "set_file": "set_typed"}
     given = {rename.get(name, name) for name in ctx.params
              if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
                                                    ParameterSource.ENVIRONMENT)}

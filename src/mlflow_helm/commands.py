@@ -579,7 +579,7 @@ def do_render(ctx: Context, create_secrets: bool = False) -> Result:
     chart, version = chart_ref(opts)
     result.manifests = ctx.helm.template(
         opts.release, chart, result.values, namespace=opts.namespace,
-        values_files=opts.values_files, set_values=opts.set_values,
+        values_files=opts.values_files, set_values=opts.helm_sets,
         version=version if opts.chart else "")
     return result
 

@@ -94,7 +94,7 @@ def render_grant(ctx, secret: str) -> tuple[dict, dict | None]:
     opts = ctx.opts
     values = deep_merge(compute_values(ctx), {"database": {"cloudsql": {"grant": {
         "secretName": secret, "adminUser": GRANT_USER}}}})
-    files, sets = opts.values_files, opts.set_values
+    files, sets = opts.values_files, opts.helm_sets
     if opts.recorded_values is not None:  # a re-run: the recorded layer, as for the release
         values, files, sets = deep_merge(values, opts.recorded_values), [], []
     chart, version = chart_ref(opts)

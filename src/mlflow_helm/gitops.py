@@ -17,7 +17,7 @@ from typing import Any
 from .changes import CREATE, UNCHANGED, UPDATE, Change
 from .options import Options, component_name
 from .steps.cloudsql import new_password
-from .steps.release import user_values
+from .steps.release import user_layer, user_values
 from .values import deep_merge
 
 
@@ -60,7 +60,10 @@ def _set_values(opts: Options) -> dict:
 
 def generated_secrets(opts: Options, computed: dict) -> list[GeneratedSecret]:
     """The Secrets the chart would generate with these values (none the user names)."""
-    values = deep_merge(deep_merge(computed, user_values(opts)), _set_values(opts))
+    layer = user_layer(opts)
+    if layer is None:  # list syntax in --set*: the plain pairs, enough to see Secrets
+        layer = deep_merge(user_values(opts), _set_values(opts))
+    values = deep_merge(computed, layer)
     full = opts.fullname
     found = []
     database = _get(values, "database.type") or "incluster"

@@ -157,13 +157,16 @@ def _error_class(stderr: str):
     return errors.Error
 
 
-def _user_values(values_files: list[str], set_values: list[str], version: str) -> list[str]:
-    """The user's -f/--set (after the computed values on stdin, so theirs win) and --version."""
+def _user_values(values_files: list[str], set_values: list, version: str) -> list[str]:
+    """The user's -f/--set* (after the computed values on stdin, so theirs win) and --version.
+    A set item is a `--set` string or a (flag, item) pair: --set-json, --set-string and
+    --set-file go to Helm as given, and Helm merges them in its own order."""
     args: list[str] = []
     for path in values_files:
         args += ["--values", path]
     for item in set_values:
-        args += ["--set", item]
+        flag, text = ("--set", item) if isinstance(item, str) else item
+        args += [flag, text]
     if version:
         args += ["--version", version]
     return args

@@ -77,6 +77,8 @@ class Options:
     local: bool = False
     values_files: list[str] = field(default_factory=list)
     set_values: list[str] = field(default_factory=list)
+    # --set-json, --set-string, --set-file as (flag, item), in the order given.
+    set_typed: list[tuple[str, str]] = field(default_factory=list)
     chart: str = ""
     version: str = ""
     timeout: str = "10m"
@@ -108,6 +110,11 @@ class Options:
 
     # Naming values the user passes with -f/--set (read by chart_names()).
     name_values: dict = field(default_factory=dict)
+
+    @property
+    def helm_sets(self) -> list:
+        """Every --set* item as Helm gets it: `--set` strings, then (flag, item) pairs."""
+        return [*self.set_values, *self.set_typed]
 
     @property
     def fullname(self) -> str:
@@ -214,14 +221,43 @@ GO_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 SET_KEY_RE = re.compile(r"^[A-Za-z0-9_.\[\]-]+$")
 
 
-def check_set(item: str) -> None:
+def check_set(item: str, flag: str = "--set") -> None:
     """Helm's --set syntax (strvals): KEY=VALUE[,KEY=VALUE]; a part without '=' or with an
     empty key is what Helm would refuse only after everything else was created."""
     for part in re.split(r"(?<!\\),", item):
         key, eq, _ = part.partition("=")
         if not eq or not key.strip() or not SET_KEY_RE.match(key.strip()):
-            raise _bad("--set", item, f"{part!r} is not KEY=VALUE",
-                       "use --set key.path=value (repeat --set, or separate pairs with ',')")
+            raise _bad(flag, item, f"{part!r} is not KEY=VALUE",
+                       f"use {flag} key.path=value (repeat {flag}, or separate pairs with ',')")
+
+
+def check_typed_set(flag: str, item: str) -> None:
+    """--set-string KEY=VALUE[,…]; --set-json KEY=JSON[,…] (the JSON parsed here, as Helm's
+    strvals.ParseJSON would); --set-file KEY=PATH[,…] (the file readable now)."""
+    if flag == "--set-string":
+        check_set(item, flag)
+        return
+    if flag == "--set-json":
+        from .steps.release import parse_set_json
+
+        try:
+            parse_set_json(item)
+        except ValueError as exc:
+            raise _bad(flag, item, str(exc),
+                       "use --set-json 'key.path=JSON', e.g. 'server.extraArgs=[\"--x\"]'"
+                       ) from None
+        return
+    for part in re.split(r"(?<!\\),", item):
+        key, eq, path = part.partition("=")
+        if not eq or not key.strip() or not SET_KEY_RE.match(key.strip()):
+            raise _bad(flag, item, f"{part!r} is not KEY=PATH",
+                       "use --set-file key.path=FILE (the file's content becomes the value)")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise _bad(flag, item, f"cannot read {path}: {exc.strerror}",
+                       "give a readable file; its content becomes the value") from None
 
 
 def validate(opts: Options) -> Options:
@@ -231,6 +267,8 @@ def validate(opts: Options) -> Options:
                    "use Helm's units, e.g. 90s, 10m or 1h30m")
     for item in opts.set_values:
         check_set(item)
+    for flag, item in opts.set_typed:
+        check_typed_set(flag, item)
     if opts.version and not opts.chart:
         raise BadFlag(f"--version {opts.version!r} needs --chart",
                       "the bundled chart has one version; pass --chart oci://HOST/PATH/mlflow "

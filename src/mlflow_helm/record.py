@@ -145,7 +145,7 @@ def merge_settings(opts, record: Record | None) -> list[tuple[str, Any, Any]]:
             setattr(opts, name, old)
         elif not _same(name, old, getattr(opts, name)):
             changed.append((flag, old, getattr(opts, name)))
-    user_flags = given is None or {"values_files", "set_values"} & given
+    user_flags = given is None or {"values_files", "set_values", "set_typed"} & given
     if not user_flags and record.user_values:
         opts.recorded_values = record.user_values
     return changed

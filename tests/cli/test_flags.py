@@ -232,3 +232,49 @@ def test_help_shows_the_namespace_default():
     result = CliRunner().invoke(main, ["install", "--help"])
     assert "[default: mlflow]" in " ".join(result.output.split())
     assert "MLFLOW_HELM_NAMESPACE" in result.output
+
+
+def test_set_string_json_and_file_reach_helm_and_the_record(world, tmp_path):
+    """--set-json, --set-string and --set-file pass through to Helm as given; what Helm
+    stores (the recorder reads it back from the real Helm's merge, not from a model) is what
+    our own layer predicted, so a re-run without the flags sees nothing to change. Helm's
+    order is -f, --set-json, --set, --set-string, --set-file (pkg/cli/values/options.go
+    MergeValues, both majors)."""
+    note = tmp_path / "note.txt"
+    note.write_text("line one,\nline two")
+    args = ["install", "--local", "--skip-tests",
+            "--set-json", 'server.extraArgs=["--dev"],podLabels={"team":"ml"},server.workers=3',
+            "--set", "podAnnotations.build=1",
+            "--set-string", "podAnnotations.build=007",
+            "--set-file", f"podAnnotations.note={note}", "-o", "json"]
+    result = CliRunner().invoke(main, args, env=cli_env(world))
+    assert result.exit_code == 0, result.output
+    argv = world.helm_calls("upgrade")[-1]["argv"]
+    for flag, item in (("--set-json", args[4]), ("--set", "podAnnotations.build=1"),
+                       ("--set-string", "podAnnotations.build=007"),
+                       ("--set-file", f"podAnnotations.note={note}")):
+        assert argv[argv.index(flag) + 1] == item
+    stored = json.loads(world.state.read_text())["mlflow/mlflow"]["values"]
+    assert stored["server"]["extraArgs"] == ["--dev"]
+    assert stored["podLabels"] == {"team": "ml"} and stored["server"]["workers"] == 3
+    assert stored["podAnnotations"] == {"build": "007", "note": "line one,\nline two"}
+    again = CliRunner().invoke(main, ["install", "--skip-tests", "-o", "json"],
+                               env=cli_env(world))
+    assert again.exit_code == 0, again.output
+    assert {c["action"] for c in json.loads(again.stdout)["changes"]} == {"unchanged"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set-json", "server.extraArgs=[--dev]"], "--set-json 'server.extraArgs=[--dev]': "
+     "the value of server.extraArgs is not JSON"),
+    (["--set-json", 'a=1 b=2'], "unexpected ' b=2' after the JSON value of a"),
+    (["--set-string", "podAnnotations"], "--set-string 'podAnnotations': 'podAnnotations' is "
+     "not KEY=VALUE"),
+    (["--set-file", "podAnnotations.x=/nonexistent/file"], "--set-file "
+     "'podAnnotations.x=/nonexistent/file': cannot read /nonexistent/file"),
+])
+def test_bad_typed_set_is_rejected_before_any_api_call(world, args, message):
+    result = CliRunner().invoke(main, ["install", "--local", *args], env=cli_env(world))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert world.google.calls == [] and world.kube.calls == [] and world.helm_calls() == []

@@ -55,23 +55,30 @@ def flag_values(argv: list[str], name: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == name]
 
 
-def deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k),
-                                                                              dict) else v
-    return out
+USER_VALUE_FLAGS = ("--values", "--set", "--set-string", "--set-json", "--set-file")
 
 
-def apply_set(values: dict, item: str) -> dict:
-    key, _, raw = item.partition("=")
-    value = yaml.safe_load(raw) if raw else ""
-    node = values
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return values
+def user_value_args(argv: list[str]) -> list[str]:
+    """The -f/--set* arguments of a Helm command line, in order."""
+    return [x for i, a in enumerate(argv[:-1]) if a in USER_VALUE_FLAGS for x in (a, argv[i + 1])]
+
+
+def supplied_values(real: str, argv: list[str], stdin: str) -> dict:
+    """What `helm get values` would return after this upgrade: the user-supplied values as
+    the real Helm merges them (-f in order, then --set-json, --set, --set-string,
+    --set-file), read back by rendering a chart with no defaults whose one template is
+    `toJson .Values`. No model of strvals of our own."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "values-dump"
+        (chart / "templates").mkdir(parents=True)
+        (chart / "Chart.yaml").write_text("apiVersion: v2\nname: values-dump\nversion: 0.1.0\n")
+        (chart / "templates" / "values.yaml").write_text("{{ toJson .Values }}\n")
+        out = subprocess.run([real, "template", "dump", str(chart), *user_value_args(argv)],
+                             input=stdin.encode(), capture_output=True, check=True).stdout
+    text = out.decode().split("values.yaml\n", 1)[1]
+    return json.loads(text)
 
 
 def major(real: str) -> int:
@@ -287,12 +294,7 @@ def handle(argv: list[str], stdin: str, state: dict, pods: dict, real: str) -> i
         if helm4:
             check = [real, *argv, "--dry-run=client", "--disable-openapi-validation"]
         else:
-            check = [real, "template", name, chart, "--namespace", ns, "--values", "-"]
-            for f in flag_values(argv, "--values"):
-                if f != "-":
-                    check += ["--values", f]
-            for s in flag_values(argv, "--set"):
-                check += ["--set", s]
+            check = [real, "template", name, chart, "--namespace", ns, *user_value_args(argv)]
             for v in flag_values(argv, "--version"):
                 check += ["--version", v]
         checked = subprocess.run(check, input=stdin.encode(), capture_output=True)
@@ -309,12 +311,7 @@ def handle(argv: list[str], stdin: str, state: dict, pods: dict, real: str) -> i
         else:
             manifest, hooks = out.decode(), []
         docs = [d for text in (manifest, *hooks) for d in yaml.safe_load_all(text) if d]
-        values = json.loads(stdin or "{}")
-        for f in flag_values(argv, "--values"):
-            if f != "-":
-                values = deep_merge(values, yaml.safe_load(Path(f).read_text()) or {})
-        for s in flag_values(argv, "--set"):
-            values = apply_set(values, s)
+        values = supplied_values(real, argv, stdin)
         meta = yaml.safe_load((Path(chart) / "Chart.yaml").read_text()) if Path(
             chart).is_dir() else {"name": "mlflow", "version": "0.0.0", "appVersion": ""}
         key = f"{ns}/{name}"

@@ -39,25 +39,96 @@ def _typed(value: str):
     return value
 
 
-def set_layer(set_values: list[str]) -> dict | None:
+def _put(out: dict, key: str, value) -> bool:
+    """Set a dotted key as strvals does; False for list syntax (`a[0]`), not modelled."""
+    if "[" in key:
+        return False
+    node = out
+    keys = key.strip().split(".")
+    for name in keys[:-1]:
+        if not isinstance(node.get(name), dict):
+            node[name] = {}
+        node = node[name]
+    node[keys[-1]] = value
+    return True
+
+
+def set_layer(set_values: list[str], typed=None) -> dict | None:
     """The --set items as Helm merges them (dotted keys; `\\,` escapes a comma); None when an
-    item uses list syntax (`a[0]=x`) this does not model, so callers cannot compare."""
+    item uses list syntax (`a[0]=x`) this does not model, so callers cannot compare.
+    `typed` is a converter for every value (`str` for --set-string), else Helm's typing."""
     import re
 
     out: dict = {}
     for item in set_values:
         for part in re.split(r"(?<!\\),", item):
             key, _, raw = part.partition("=")
-            if "[" in key or "{" in raw:
+            if typed is None and "{" in raw:
                 return None
-            node = out
-            keys = key.strip().split(".")
-            for name in keys[:-1]:
-                if not isinstance(node.get(name), dict):
-                    node[name] = {}
-                node = node[name]
-            node[keys[-1]] = _typed(raw.replace("\\,", ","))
+            raw = raw.replace("\\,", ",")
+            if not _put(out, key, typed(raw) if typed else _typed(raw)):
+                return None
     return out
+
+
+def parse_set_json(item: str) -> list[tuple[str, object]]:
+    """--set-json as Helm parses it (pkg/strvals ParseJSON): KEY=JSON pairs separated by
+    commas, or (Helm 4) one JSON object merged at the top, returned as key "". Raises
+    ValueError naming what is wrong."""
+    import json
+
+    text = item.strip()
+    if text.startswith("{"):
+        value = json.loads(text)
+        return [("", value)]
+    decoder, pairs, pos = json.JSONDecoder(), [], 0
+    while pos < len(item):
+        eq = item.find("=", pos)
+        if eq <= pos:
+            raise ValueError(f"{item[pos:]!r} is not KEY=JSON")
+        key = item[pos:eq]
+        try:
+            value, end = decoder.raw_decode(item, eq + 1)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the value of {key} is not JSON ({exc.msg})") from None
+        pairs.append((key, value))
+        if end < len(item) and item[end] != ",":
+            raise ValueError(f"unexpected {item[end:]!r} after the JSON value of {key}")
+        pos = end + 1
+    return pairs
+
+
+def typed_layers(set_typed: list[tuple[str, str]]) -> tuple[dict, dict] | None:
+    """(under --set, over --set) layers of --set-json, --set-string and --set-file, in
+    Helm's order (pkg/cli/values Options.MergeValues: -f, --set-json, --set, --set-string,
+    --set-file, --set-literal); None when an item cannot be modelled."""
+    import re
+
+    under: dict = {}
+    over: dict = {}
+    for flag in ("--set-json", "--set-string", "--set-file"):
+        for given, item in set_typed:
+            if given != flag:
+                continue
+            if flag == "--set-json":
+                for key, value in parse_set_json(item):
+                    if key == "":
+                        if not isinstance(value, dict):
+                            return None
+                        under = deep_merge(under, value)
+                    elif not _put(under, key, value):
+                        return None
+            elif flag == "--set-string":
+                layer = set_layer([item], typed=str)
+                if layer is None:
+                    return None
+                over = deep_merge(over, layer)
+            else:
+                for part in re.split(r"(?<!\\),", item):
+                    key, _, path = part.partition("=")
+                    if not _put(over, key, Path(path).read_text()):
+                        return None
+    return under, over
 
 
 def user_values(opts) -> dict:
@@ -83,7 +154,8 @@ NAMING_KEYS = ("fullnameOverride", "nameOverride", "serviceAccount.name")
 def chart_names(opts) -> dict:
     """The user's naming values (-f files, then --set), which decide the ServiceAccount's
     name and so the Workload Identity subject."""
-    merged = user_values(opts)
+    layer = user_layer(opts)
+    merged = user_values(opts) if layer is None else layer
     found = {}
     for key in NAMING_KEYS:
         node = merged
@@ -91,7 +163,7 @@ def chart_names(opts) -> dict:
             node = node.get(part) if isinstance(node, dict) else None
         if node:
             found[key] = str(node)
-    if opts.recorded_values is None:
+    if layer is None:  # list syntax somewhere: the plain pairs still name things
         for item in opts.set_values:
             for pair in item.split(","):
                 key, _, value = pair.partition("=")
@@ -101,12 +173,16 @@ def chart_names(opts) -> dict:
 
 
 def user_layer(opts) -> dict | None:
-    """-f then --set, as Helm layers them over our values; None when --set cannot be
-    modelled (then a re-run cannot prove it is unchanged)."""
-    sets = set_layer(opts.set_values) if opts.recorded_values is None else {}
-    if sets is None:
+    """-f, --set-json, --set, --set-string, --set-file, as Helm layers them over our values;
+    None when a --set* item cannot be modelled (then a re-run cannot prove it unchanged)."""
+    if opts.recorded_values is not None:
+        return opts.recorded_values
+    sets = set_layer(opts.set_values)
+    typed = typed_layers(opts.set_typed)
+    if sets is None or typed is None:
         return None
-    return deep_merge(user_values(opts), sets)
+    under, over = typed
+    return deep_merge(deep_merge(deep_merge(user_values(opts), under), sets), over)
 
 
 def check_schema(values: dict, chart: str) -> None:
@@ -165,7 +241,7 @@ class ReleaseStep(Step):
         if not version or current.get("version") != version:
             why.append(f"chart {current.get('version')} -> {version or 'latest'}")
         if layer is None:
-            why.append("--set with list syntax")
+            why.append("--set* with list syntax")
         elif (current.get("values") or {}) != desired:
             why.append("values changed")
         return [self.change(UPDATE, kind, name,
@@ -173,7 +249,7 @@ class ReleaseStep(Step):
                             values=values)]
 
     def _helm_args(self, values: dict) -> tuple[dict, list[str], list[str]]:
-        files, sets = self.opts.values_files, self.opts.set_values
+        files, sets = self.opts.values_files, self.opts.helm_sets
         if self.opts.recorded_values is not None:  # a re-run: the recorded layer, on stdin
             return deep_merge(values, self.opts.recorded_values), [], []
         return values, files, sets
