@@ -1,7 +1,11 @@
 # Developer entry points. `make test` is what CI runs (through .ci/run).
-.PHONY: bootstrap test test-chart test-cli test-e2e lint docs bench bench-install bench-server bench-cli
+.PHONY: demo bootstrap test test-chart test-cli test-e2e lint docs bench bench-install bench-server bench-cli
 
 PYTEST := .venv/bin/pytest
+
+demo: ## the CLI's main job against the fakes: no cluster, no cloud account, no root
+	scripts/bootstrap.sh demo
+	.venv/bin/python -m tests.fakes.demo
 
 bootstrap: ## install Helm 3 and 4, services, the venv (idempotent)
 	scripts/bootstrap.sh

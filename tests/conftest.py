@@ -6,8 +6,6 @@ HELM3_BIN / HELM4_BIN point elsewhere. A missing tool fails the test with the fi
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,17 +19,12 @@ HELM_VERSIONS = ("3", "4")
 
 def helm_binary(major: str) -> str:
     """Path of the Helm binary of one major version; fails with the install hint."""
-    candidate = os.environ.get(f"HELM{major}_BIN") or str(TOOLS / f"helm{major}" / "helm")
-    if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
-        found = shutil.which(candidate)
-        if not found:
-            pytest.fail(
-                f"Helm {major} not found at {candidate}: run scripts/bootstrap.sh "
-                f"(or set HELM{major}_BIN)",
-                pytrace=False,
-            )
-        candidate = found
-    return candidate
+    from tests.fakes.tools import ToolMissing, find_helm
+
+    try:
+        return find_helm(major)
+    except ToolMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(params=HELM_VERSIONS, ids=lambda v: f"helm{v}", scope="session")

@@ -62,6 +62,16 @@ def _resource(path: str, raw: bytes) -> tuple[str, tuple[str, ...]]:
     return "bucket/" + path.split("/b/", 1)[-1], ()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGTERM to fake-gcs-server when the
+    process that started it dies, however it dies (prctl(2) PR_SET_PDEATHSIG), so a killed
+    suite or demo leaves no server behind."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
 class FakeGcs:
     def __init__(self, project_number: str = "123456789012", latency: float = 0.0) -> None:
         self.project_number = project_number
@@ -93,7 +103,10 @@ class FakeGcs:
                 [binary(), "-backend", "memory", "-log-level", "warn", "-scheme", "http",
                  "-port", str(self.backend_port), "-public-host",
                  f"127.0.0.1:{self.backend_port}"],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT,
+                # The death signal follows the starting thread: the main thread's only.
+                preexec_fn=_die_with_parent if threading.current_thread() is
+                threading.main_thread() else None)
         deadline = time.monotonic() + 20
         while True:
             try:
