@@ -1,38 +1,27 @@
 #!/bin/sh
-# Install/update hook of the mlflow-gcp plugin: make the Python environment the launcher
-# uses. Where the package comes from, first match wins:
-#   MLFLOW_HELM_PYTHON   an interpreter that already has mlflow_helm (nothing is installed;
-#                        the launcher must see the same variable). Tests and offline use.
-#   MLFLOW_HELM_SOURCE   anything pip accepts: a checkout path, a wheel, `mlflow-helm==X`.
-#   the repository this plugin directory lives in (a checkout, or a git URL install).
-#   `mlflow-helm` from the package index.
-# MLFLOW_HELM_PIP_ARGS adds pip options, e.g. "--no-index --find-links /wheels" offline.
-set -eu
+# Install and update hook of the mlflow-gcp plugin: build its Python environment (see
+# scripts/env.sh for where it lives and where the package comes from).
+#
+# The hook never fails: Helm 3 and 4 both keep a plugin registered when its install hook
+# exits non-zero, and a re-install then says "plugin already exists". A set-up that cannot
+# finish is written to $HELM_DATA_HOME/mlflow-gcp/error; the launcher retries it on first use
+# and, if it still cannot, says why and how to fix it.
+set -u
 # This script's own location, not HELM_PLUGIN_DIR (see bin/mlflow-gcp).
-dir=$(cd -P "$(dirname "$0")/.." && pwd)
+# shellcheck source=env.sh
+. "$(cd -P "$(dirname "$0")" && pwd)/env.sh"
 if [ -n "${MLFLOW_HELM_PYTHON:-}" ]; then
-  "$MLFLOW_HELM_PYTHON" -c "import mlflow_helm" || {
-    echo "mlflow-gcp: $MLFLOW_HELM_PYTHON cannot import mlflow_helm" >&2; exit 1; }
-  echo "mlflow-gcp: using $MLFLOW_HELM_PYTHON"
+  if "$MLFLOW_HELM_PYTHON" -c "import mlflow_helm"; then
+    echo "mlflow-gcp: using $MLFLOW_HELM_PYTHON"
+  else
+    say "$MLFLOW_HELM_PYTHON cannot import mlflow_helm; the launcher will say so on first use"
+  fi
   exit 0
 fi
-repo=$(cd "$dir/.." && pwd)
-if [ -n "${MLFLOW_HELM_SOURCE:-}" ]; then
-  source="$MLFLOW_HELM_SOURCE"
-elif [ -f "$repo/pyproject.toml" ] && grep -q '^name = "mlflow-helm"' "$repo/pyproject.toml"; then
-  source="$repo"
+if needs_setup; then
+  # In a subshell: its traps (lock, half-made venv) are its own.
+  (setup_env) || say "set-up not finished; \`helm mlflow-gcp\` retries it on first use"
 else
-  source="mlflow-helm"
+  say "environment up to date ($venv)"
 fi
-python=$(command -v python3 || true)
-if [ -z "$python" ]; then
-  echo "mlflow-gcp: python3 (3.10 or later) is needed" >&2; exit 1
-fi
-"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
-  echo "mlflow-gcp: python3 is older than 3.10" >&2; exit 1; }
-echo "mlflow-gcp: installing $source into $dir/.venv"
-"$python" -m venv "$dir/.venv"
-# shellcheck disable=SC2086 # MLFLOW_HELM_PIP_ARGS is a list of options
-"$dir/.venv/bin/python" -m pip install --quiet ${MLFLOW_HELM_PIP_ARGS:-} "$source"
-"$dir/.venv/bin/python" -c "import mlflow_helm"
-echo "mlflow-gcp: ready"
+exit 0

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.cli.conftest import cli_env
 from tests.conftest import REPO_ROOT
@@ -83,17 +84,32 @@ def test_plugin_without_namespace_flag_uses_the_clis_default(helm, tmp_path, wor
     assert json.loads(out.stdout)["namespace"] == "default"
 
 
-def test_plugin_launcher_without_environment_says_how_to_fix(tmp_path):
+def test_plugin_without_a_package_stays_usable_and_says_how_to_fix(helm, tmp_path):
+    """A plugin directory with no checkout around it and no wheel in it: the install hook
+    cannot make the environment, but it does not fail (Helm 3 and 4 both keep a plugin whose
+    install hook failed registered, and a re-install then says "plugin already exists"); the
+    launcher says why and how to fix on every use, and works once there is a source."""
     import shutil
 
-    copy = tmp_path / "plugin"
+    copy = tmp_path / "lone" / "plugin"
     shutil.copytree(REPO_ROOT / "plugin", copy, ignore=shutil.ignore_patterns(".venv"))
-    env = dict(os.environ)
-    env.pop("MLFLOW_HELM_PYTHON", None)
-    out = subprocess.run([str(copy / "bin" / "mlflow-gcp"), "--help"],
-                         env=env, capture_output=True, text=True)
+    env = helm_home(tmp_path)
+    env.pop("MLFLOW_HELM_PYTHON")
+    args = [helm, "plugin", "install", str(copy)]
+    installed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, installed.stderr
+    assert "carries no mlflow-helm package" in installed.stderr
+    assert "retries it on first use" in installed.stderr
+    out = subprocess.run([helm, "mlflow-gcp", "--version"], env=env, capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 1
-    assert "helm plugin update mlflow-gcp" in out.stderr
+    assert "the last set-up did not finish; trying again" in out.stderr
+    assert "fix: install a packaged release" in out.stderr
+    assert (tmp_path / "data" / "mlflow-gcp" / "error").is_file()
+    # Healed without a re-install: the next use with a package source works.
+    out = subprocess.run([helm, "mlflow-gcp", "--version"], capture_output=True, text=True,
+                         env={**env, "MLFLOW_HELM_PYTHON": sys.executable}, timeout=60)
+    assert out.returncode == 0 and "mlflow-helm, version" in out.stdout, out.stderr
 
 
 def test_plugin_installs_from_a_git_url(helm, tmp_path):
@@ -122,6 +138,19 @@ def test_plugin_installs_from_a_git_url(helm, tmp_path):
     out = subprocess.run([helm, "mlflow-gcp", "--version"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "mlflow-helm, version" in out.stdout, out.stderr
+    # `helm plugin update` pulls the clone and runs the update hook (Helm updates plugins
+    # installed from a VCS only, pkg/plugin/installer FindSource, both majors).
+    (repo / "plugin" / "NEWS").write_text("a change upstream\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "upstream change"], check=True)
+    updated = subprocess.run([helm, "plugin", "update", "mlflow-gcp"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert updated.returncode == 0, updated.stdout + updated.stderr
+    assert "Updated plugin: mlflow-gcp" in updated.stdout + updated.stderr
+    assert f"using {sys.executable}" in updated.stdout  # the update hook ran
+    plugin_dir = subprocess.run([helm, "env", "HELM_PLUGINS"], env=env, capture_output=True,
+                                text=True).stdout.strip()
+    assert any((p / "plugin" / "NEWS").is_file() for p in Path(plugin_dir).iterdir())
 
 
 def test_plugin_with_kube_apiserver_and_token_sends_every_call_there(helm, tmp_path, world):
