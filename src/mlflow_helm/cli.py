@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .errors import UserError
-from .options import Options, check_typed_set, validate
+from .options import Options, validate
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -80,13 +80,13 @@ def _helm_fallback_namespace(name: str, kube_context: str, kubeconfig: str) -> b
     """Whether `name` is what Helm puts in HELM_NAMESPACE when no -n was given."""
     if name == "default":
         return True
-    import os
+    from .kube import Kube
 
     try:
         from kubernetes import config
 
         contexts, active = config.list_kube_config_contexts(
-            config_file=kubeconfig or os.environ.get("KUBECONFIG") or None)
+            config_file=Kube(kube_context, kubeconfig).config_file)
     except Exception:  # no kubeconfig: Helm's fallback could only have been `default`
         return False
     wanted = kube_context or (active or {}).get("name", "")
@@ -192,15 +192,14 @@ def build_options(**kw) -> Options:
     opts.skip_tests = kw.get("skip_tests", False)
     opts.yes = kw.get("yes", False)
     opts.dry_run = kw.get("dry_run", False)
-    for flag, item in opts.set_typed:  # before chart_names reads them
-        check_typed_set(flag, item)
     opts.given = given_options()
     if namespace_given:
         opts.given.add("namespace")
     from .steps.release import chart_names
 
+    validate(opts)  # first: chart_names reads the --set* items validate checks
     opts.name_values = chart_names(opts)
-    return validate(opts)
+    return opts
 
 
 def typed_sets() -> list[tuple[str, str]]:

@@ -157,16 +157,16 @@ def _error_class(stderr: str):
     return errors.Error
 
 
-def _user_values(values_files: list[str], set_values: list, version: str) -> list[str]:
+def _user_values(values_files: list[str], set_values: list[tuple[str, str]],
+                 version: str) -> list[str]:
     """The user's -f/--set* (after the computed values on stdin, so theirs win) and --version.
-    A set item is a `--set` string or a (flag, item) pair: --set-json, --set-string and
-    --set-file go to Helm as given, and Helm merges them in its own order."""
+    Set items are (flag, item) pairs (Options.helm_sets), passed as given: Helm merges
+    --set-json, --set, --set-string and --set-file in its own order."""
     args: list[str] = []
     for path in values_files:
         args += ["--values", path]
-    for item in set_values:
-        flag, text = ("--set", item) if isinstance(item, str) else item
-        args += [flag, text]
+    for flag, item in set_values:
+        args += [flag, item]
     if version:
         args += ["--version", version]
     return args

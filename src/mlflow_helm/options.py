@@ -112,9 +112,9 @@ class Options:
     name_values: dict = field(default_factory=dict)
 
     @property
-    def helm_sets(self) -> list:
-        """Every --set* item as Helm gets it: `--set` strings, then (flag, item) pairs."""
-        return [*self.set_values, *self.set_typed]
+    def helm_sets(self) -> list[tuple[str, str]]:
+        """Every --set* item as Helm gets it, as (flag, item)."""
+        return [*(("--set", item) for item in self.set_values), *self.set_typed]
 
     @property
     def fullname(self) -> str:
@@ -221,10 +221,16 @@ GO_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 SET_KEY_RE = re.compile(r"^[A-Za-z0-9_.\[\]-]+$")
 
 
+def split_pairs(item: str) -> list[str]:
+    """A --set/--set-string/--set-file item's KEY=VALUE parts: strvals splits on commas, and
+    `\\,` escapes one."""
+    return re.split(r"(?<!\\),", item)
+
+
 def check_set(item: str, flag: str = "--set") -> None:
     """Helm's --set syntax (strvals): KEY=VALUE[,KEY=VALUE]; a part without '=' or with an
     empty key is what Helm would refuse only after everything else was created."""
-    for part in re.split(r"(?<!\\),", item):
+    for part in split_pairs(item):
         key, eq, _ = part.partition("=")
         if not eq or not key.strip() or not SET_KEY_RE.match(key.strip()):
             raise _bad(flag, item, f"{part!r} is not KEY=VALUE",
@@ -247,7 +253,7 @@ def check_typed_set(flag: str, item: str) -> None:
                        "use --set-json 'key.path=JSON', e.g. 'server.extraArgs=[\"--x\"]'"
                        ) from None
         return
-    for part in re.split(r"(?<!\\),", item):
+    for part in split_pairs(item):
         key, eq, path = part.partition("=")
         if not eq or not key.strip() or not SET_KEY_RE.match(key.strip()):
             raise _bad(flag, item, f"{part!r} is not KEY=PATH",

@@ -20,7 +20,7 @@ from tests.fakes.gcs import FakeGcs
 from tests.fakes.google import FakeGoogle
 from tests.fakes.helm_recorder import write_stand_in
 from tests.fakes.kube import FakeKube, write_kubeconfig
-from tests.fakes.tools import REPO_ROOT, find_helm
+from tests.fakes.tools import REPO_ROOT, ToolMissing, find_helm
 
 
 @contextmanager
@@ -74,8 +74,6 @@ def sigterm_as_interrupt():
 
 
 def main(directory: str) -> int:
-    from tests.fakes.tools import ToolMissing
-
     try:
         with sigterm_as_interrupt(), fake_world(directory) as (env, counts):
             print("\n".join(f"export {k}={v}" for k, v in env.items()), flush=True)

@@ -9,6 +9,7 @@ import yaml
 from ..changes import CREATE, UNCHANGED, UPDATE, Change
 from ..chart import bundled_chart, chart_version
 from ..errors import BadFlag
+from ..options import split_pairs
 from ..values import compute_values, deep_merge
 from .base import Step
 
@@ -57,11 +58,9 @@ def set_layer(set_values: list[str], typed=None) -> dict | None:
     """The --set items as Helm merges them (dotted keys; `\\,` escapes a comma); None when an
     item uses list syntax (`a[0]=x`) this does not model, so callers cannot compare.
     `typed` is a converter for every value (`str` for --set-string), else Helm's typing."""
-    import re
-
     out: dict = {}
     for item in set_values:
-        for part in re.split(r"(?<!\\),", item):
+        for part in split_pairs(item):
             key, _, raw = part.partition("=")
             if typed is None and "{" in raw:
                 return None
@@ -102,8 +101,6 @@ def typed_layers(set_typed: list[tuple[str, str]]) -> tuple[dict, dict] | None:
     """(under --set, over --set) layers of --set-json, --set-string and --set-file, in
     Helm's order (pkg/cli/values Options.MergeValues: -f, --set-json, --set, --set-string,
     --set-file, --set-literal); None when an item cannot be modelled."""
-    import re
-
     under: dict = {}
     over: dict = {}
     for flag in ("--set-json", "--set-string", "--set-file"):
@@ -124,7 +121,7 @@ def typed_layers(set_typed: list[tuple[str, str]]) -> tuple[dict, dict] | None:
                     return None
                 over = deep_merge(over, layer)
             else:
-                for part in re.split(r"(?<!\\),", item):
+                for part in split_pairs(item):
                     key, _, path = part.partition("=")
                     if not _put(over, key, Path(path).read_text()):
                         return None
@@ -248,7 +245,7 @@ class ReleaseStep(Step):
                             f"upgrade revision {current.get('revision')}: {', '.join(why)}",
                             values=values)]
 
-    def _helm_args(self, values: dict) -> tuple[dict, list[str], list[str]]:
+    def _helm_args(self, values: dict) -> tuple[dict, list[str], list[tuple[str, str]]]:
         files, sets = self.opts.values_files, self.opts.helm_sets
         if self.opts.recorded_values is not None:  # a re-run: the recorded layer, on stdin
             return deep_merge(values, self.opts.recorded_values), [], []
