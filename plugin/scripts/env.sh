@@ -51,10 +51,10 @@ package_source() {
 # Whether the environment is missing, or older than the checkout it was built from.
 needs_setup() {
   [ -x "$venv/bin/python" ] && [ -f "$env_dir/source" ] || return 0
-  [ "$(cat "$env_dir/source")" = "$(package_source)" ] || return 0
-  repo=$(checkout)
-  [ -n "$repo" ] && [ "$(package_source)" = "$repo" ] || return 1
-  changed=$(find "$repo/src" "$repo/charts/mlflow" "$repo/pyproject.toml" -newer "$env_dir/source" \
+  source=$(package_source)
+  [ "$(cat "$env_dir/source")" = "$source" ] || return 0
+  [ -n "$source" ] && [ "$source" = "$(checkout)" ] || return 1  # a wheel or pip spec: as built
+  changed=$(find "$source/src" "$source/charts/mlflow" "$source/pyproject.toml" -newer "$env_dir/source" \
     ! -name '*.pyc' ! -path '*/__pycache__*' ! -path '*.egg-info*' -print 2>/dev/null | head -n 1)
   [ -n "$changed" ]
 }

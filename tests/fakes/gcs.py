@@ -72,6 +72,7 @@ def _die_with_parent() -> None:
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
+
 class FakeGcs:
     def __init__(self, project_number: str = "123456789012", latency: float = 0.0) -> None:
         self.project_number = project_number
