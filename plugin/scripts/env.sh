@@ -22,12 +22,22 @@
 # There is no fallback to a package name: a plugin with none of these says so.
 # MLFLOW_HELM_PIP_ARGS adds pip options, e.g. "--no-index --find-links /wheels" offline.
 
-plugin_dir=$(cd -P "$(dirname "$0")/.." && pwd)
-data_home=${HELM_DATA_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/helm}
-env_dir=$data_home/mlflow-gcp
-venv=$env_dir/venv
+# env_init ENV_DIR PLUGIN_DIR WHO RETRY [ERROR_FILE]: where the environment lives, the plugin
+# directory (its parent is the checkout), the name messages start with, the command a failed
+# set-up tells the user to run once it is fixed, and the file that failure is kept in (empty:
+# none; default ENV_DIR/error).
+env_init() {
+  env_dir=$1
+  venv=$env_dir/venv
+  plugin_dir=$2
+  who=$3
+  retry=$4
+  error_file=${5-$env_dir/error}
+}
+env_init "${HELM_DATA_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/helm}/mlflow-gcp" \
+  "$(cd -P "$(dirname "$0")/.." && pwd)" mlflow-gcp "helm mlflow-gcp --version"
 
-say() { printf 'mlflow-gcp: %s\n' "$*" >&2; }
+say() { printf '%s: %s\n' "$who" "$*" >&2; }
 
 # The checkout around the plugin directory, if there is one.
 checkout() {
@@ -60,11 +70,26 @@ needs_setup() {
 }
 
 fail() {  # reason, fix
-  mkdir -p "$env_dir"
-  printf '%s\n  fix: %s\n' "$1" "$2" >"$env_dir/error"
+  if [ -n "$error_file" ]; then
+    mkdir -p "$(dirname "$error_file")"
+    printf '%s\n  fix: %s\n' "$1" "$2" >"$error_file"
+  fi
   say "$1"
   say "  fix: $2"
   return 1
+}
+
+# The python3 the virtualenv is made with ($python): 3.10 or later, with venv and ensurepip.
+check_python() {
+  python=$(command -v python3 || true)
+  [ -n "$python" ] || { fail "python3 not found (3.10 or later is needed)" \
+    "install it (Debian/Ubuntu: apt-get install python3 python3-venv; macOS: brew install python), then run \`$retry\`"; return 1; }
+  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { fail \
+    "$python is $("$python" -V 2>&1 | cut -d' ' -f2); 3.10 or later is needed" \
+    "put a newer python3 first on PATH, then run \`$retry\`"; return 1; }
+  "$python" -c 'import ensurepip, venv' 2>/dev/null || { fail \
+    "$python cannot make a virtualenv (no ensurepip)" \
+    "apt-get install python3-venv, then run \`$retry\`"; return 1; }
 }
 
 # Build the environment: a new virtualenv next to the old one, swapped in only when the
@@ -73,18 +98,10 @@ setup_env() {
   source=$(package_source)
   if [ -z "$source" ]; then
     fail "this copy of the plugin carries no mlflow-helm package (no dist/mlflow_helm-*.whl, no checkout around $plugin_dir)" \
-      "install a packaged release (mlflow-gcp-VERSION.tgz, made by scripts/package-plugin.sh) or the git repository; or set MLFLOW_HELM_SOURCE to a wheel or checkout and run \`helm mlflow-gcp --version\`"
+      "install a packaged release (mlflow-gcp-VERSION.tgz, made by scripts/package-plugin.sh) or the git repository; or set MLFLOW_HELM_SOURCE to a wheel or checkout and run \`$retry\`"
     return 1
   fi
-  python=$(command -v python3 || true)
-  [ -n "$python" ] || { fail "python3 not found (3.10 or later is needed)" \
-    "install it (Debian/Ubuntu: apt-get install python3 python3-venv; macOS: brew install python), then run \`helm mlflow-gcp --version\`"; return 1; }
-  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { fail \
-    "$python is $("$python" -V 2>&1 | cut -d' ' -f2); 3.10 or later is needed" \
-    "put a newer python3 first on PATH, then run \`helm mlflow-gcp --version\`"; return 1; }
-  "$python" -c 'import ensurepip, venv' 2>/dev/null || { fail \
-    "$python cannot make a virtualenv (no ensurepip)" \
-    "apt-get install python3-venv, then run \`helm mlflow-gcp --version\`"; return 1; }
+  check_python || return 1
   mkdir -p "$env_dir"
   lock=$env_dir/lock
   waited=0
@@ -109,7 +126,7 @@ setup_env() {
   say "  from $source"
   rm -rf "$venv.new"
   "$python" -m venv "$venv.new" || { fail "$python -m venv failed" \
-    "apt-get install python3-venv (or fix the error above), then run \`helm mlflow-gcp --version\`"; return 1; }
+    "apt-get install python3-venv (or fix the error above), then run \`$retry\`"; return 1; }
   # Progress: one line per package pip fetches, then what it installed or why it failed.
   # shellcheck disable=SC2086 # MLFLOW_HELM_PIP_ARGS is a list of options
   "$venv.new/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
@@ -117,10 +134,10 @@ setup_env() {
     grep -E '^(Collecting|Successfully installed|ERROR|  error)' >&2 || true
   "$venv.new/bin/python" -c "import mlflow_helm.cli" 2>/dev/null || { fail \
     "pip could not install mlflow-helm from $source (its output is above)" \
-    "fix what pip reports (network, MLFLOW_HELM_PIP_ARGS for an offline index), then run \`helm mlflow-gcp --version\`"; return 1; }
+    "fix what pip reports (network, MLFLOW_HELM_PIP_ARGS for an offline index), then run \`$retry\`"; return 1; }
   rm -rf "$venv"
   mv "$venv.new" "$venv"
   printf '%s\n' "$source" >"$env_dir/source"
-  rm -f "$env_dir/error"
+  [ -z "$error_file" ] || rm -f "$error_file"
   say "ready ($("$venv/bin/python" -m mlflow_helm --version))"
 }
