@@ -3,7 +3,9 @@ install hook makes a virtualenv and pip installs mlflow-helm and its dependencie
 package index this machine is configured with; about 20 s each).
 
 - A packaged plugin (scripts/package-plugin.sh) served over HTTP installs the wheel it
-  carries, not a package name.
+  carries, not a package name; so does the same package pushed to a real OCI registry
+  (scripts/push-plugin.py, Debian's docker-registry on loopback) and installed by Helm 4
+  (Helm 3 has no OCI plugin source).
 - A local checkout installs from a copy: the checkout gets no virtualenv, build/ or
   egg-info; an edit of src/ re-syncs the environment on the next use.
 - The environment lives under HELM_DATA_HOME, and `helm plugin uninstall` removes it (the
@@ -22,6 +24,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.publish.conftest import registry  # noqa: F401 (a fixture: the real OCI registry)
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +94,41 @@ def test_packaged_plugin_over_http_installs_the_wheel_it_carries(helm, tmp_path,
                          text=True, timeout=60)
     assert out.returncode == 0 and "mlflow-helm, version 0.1.0" in out.stdout, out.stderr
     assert (venv / "bin" / "python").is_file()
+    removed = subprocess.run([helm, "plugin", "uninstall", "mlflow-gcp"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert removed.returncode == 0, removed.stderr
+    assert not (tmp_path / "data" / "mlflow-gcp").exists()
+
+
+def test_packaged_plugin_from_an_oci_registry(helm, tmp_path, package, registry):  # noqa: F811
+    """Helm 4.1.4 pulls a plugin whose manifest has the plugin config media type and a layer
+    titled mlflow-gcp-VERSION.tgz (pkg/registry/plugin.go); Helm 3.17.3's installer has no
+    OCI source (pkg/plugin/installer/installer.go NewForSource: a directory, an HTTP
+    archive, else VCS), so it refuses the reference and users install the tgz over HTTP."""
+    _directory, tgz = package
+    pushed = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "push-plugin.py"), tgz,
+                             f"oci://{registry}/helm/plugins", "--plain-http"],
+                            capture_output=True, text=True, timeout=120)
+    assert pushed.returncode == 0, pushed.stderr
+    ref = f"oci://{registry}/helm/plugins/mlflow-gcp:0.1.0"
+    assert f"pushed {ref}" in pushed.stdout
+    env = real_home(tmp_path)
+    if major(helm) < 4:
+        refused = subprocess.run([helm, "plugin", "install", ref], env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "Cannot detect VCS" in refused.stderr
+        return
+    installed = subprocess.run([helm, "plugin", "install", ref, "--plain-http",
+                                "--verify=false"], env=env, capture_output=True, text=True,
+                               timeout=600)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "Installed plugin: mlflow-gcp" in installed.stdout
+    assert "setting up its Python environment in" in installed.stderr
+    source = (tmp_path / "data" / "mlflow-gcp" / "source").read_text().strip()
+    assert source.endswith("/dist/mlflow_helm-0.1.0-py3-none-any.whl"), source
+    out = subprocess.run([helm, "mlflow-gcp", "--version"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "mlflow-helm, version 0.1.0" in out.stdout, out.stderr
     removed = subprocess.run([helm, "plugin", "uninstall", "mlflow-gcp"], env=env,
                              capture_output=True, text=True, timeout=60)
     assert removed.returncode == 0, removed.stderr
