@@ -147,6 +147,13 @@ def upgrade(uri: str, with_auth: bool, timeout: float) -> None:
     engine = wait_for_database(uri, timeout)
     before = {label: current_revision(engine, table) for label, table, _ in schemas(with_auth)}
     log(f"MLflow {mlflow.__version__}, database {redacted(uri)}")
+    # A revision this image's migrations do not contain was written by a newer MLflow (a
+    # rollback, or an older image pinned by hand). Alembic would fail half-way through its own
+    # revision walk ("Can't locate revision"); stop before any statement runs, and say what
+    # to do instead.
+    for label, _table, script in schemas(with_auth):
+        if before[label] is not None and not _known(script, before[label]):
+            fail(newer_schema(label, before[label], script.get_current_head()))
     if before["tracking"] != tracking_script().get_current_head():
         check_mysql_binlog(engine)
     # The same code path as `mlflow db upgrade URI`, in process so the URI (which may hold a
@@ -179,12 +186,7 @@ def wait(uri: str, with_auth: bool, timeout: float) -> None:
                 continue
             known = revision is None or _known(script, revision)
             if not known:
-                fail(
-                    f"the {label} schema is at {revision}, which this MLflow version does not "
-                    "know: "
-                    "the database was migrated by a newer MLflow. Roll forward, or restore the "
-                    "database backup taken before that upgrade."
-                )
+                fail(newer_schema(label, revision, head))
             pending.append(f"{label} schema at {revision or 'empty'}, waiting for {head}")
         if not pending:
             log("schema is current")
@@ -216,6 +218,15 @@ def write_auth_config(path: str, uri: str) -> None:
     with os.fdopen(fd, "w") as handle:
         config.write(handle)
     log(f"wrote basic-auth config {path}")
+
+
+def newer_schema(label: str, revision: str, head: str) -> str:
+    import mlflow
+
+    return (f"the {label} schema is newer than this image: the database is at revision "
+            f"{revision}, which MLflow {mlflow.__version__} (head {head}) does not know, so a "
+            "newer MLflow migrated it. Nothing was changed. Roll forward to the chart and image "
+            "that migrated it, or restore the database backup taken before that upgrade.")
 
 
 def _known(script, revision: str) -> bool:
