@@ -37,8 +37,10 @@ def cluster_options(fn):
                           "merged as kubectl and Helm merge them), else ~/.kube/config."),
         click.option("--helm-bin", envvar="HELM_BIN", default="helm",
                      help="Helm executable (env HELM_BIN, set by Helm)."),
-        click.option("--timeout", default="10m", show_default=True,
-                     help="Helm timeout for install, upgrade and tests."),
+        click.option("--timeout", default="",
+                     help="Helm timeout. Install and upgrade: by default long enough for the "
+                     "migration (migrations.activeDeadlineSeconds or waitTimeoutSeconds, the "
+                     "larger, plus 60s); a shorter one is refused. helm test: 10m."),
         click.option("-o", "--output", type=HelmChoice(["text", "json"]), default="text",
                      show_default=True, help="json: one document, schema in docs/cli.md."),
         click.option("--debug", envvar="HELM_DEBUG", is_flag=True, default=False,
@@ -241,7 +243,7 @@ def build_context(opts: Options):
     progress = Progress()
     apis.progress = progress
     kube = Kube(opts.kube_context, opts.kubeconfig, apis.retry)
-    helm = Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout)
+    helm = Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout or "10m")
     return Context(opts=opts, apis=apis, kube=kube, helm=helm, say=progress)
 
 

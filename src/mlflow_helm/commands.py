@@ -462,7 +462,7 @@ def run_tests(ctx: Context) -> dict:
     from .retry import ticking
 
     what = f"helm test {ctx.opts.release}"
-    ctx.say(f"  {what} (up to {ctx.opts.timeout})")
+    ctx.say(f"  {what} (up to {ctx.helm.timeout})")
     with ticking(ctx.say, what, ctx.apis.retry.report_every * 3):
         passed, output = ctx.helm.test(ctx.opts.release, ctx.opts.namespace)
     checks = []

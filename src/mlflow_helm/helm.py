@@ -245,7 +245,7 @@ class Helm:
 
     def upgrade_install(self, release: str, chart: str, values: dict, *, namespace: str,
                         values_files: list[str], set_values: list[str],
-                        version: str = "") -> dict:
+                        version: str = "", timeout: str = "") -> dict:
         import pyhelm3.errors as herrors
 
         # Helm 4 renamed --atomic; either way a failed upgrade rolls back.
@@ -253,7 +253,7 @@ class Helm:
         try:
             return self._run(self.command.upgrade_install(
                 release, chart, values, namespace=namespace, values_files=values_files,
-                set_values=set_values, rollback_flag=flag, timeout=self.timeout,
+                set_values=set_values, rollback_flag=flag, timeout=timeout or self.timeout,
                 version=version))
         except herrors.Error as exc:
             raise HelmFailed(

@@ -81,7 +81,9 @@ class Options:
     set_typed: list[tuple[str, str]] = field(default_factory=list)
     chart: str = ""
     version: str = ""
-    timeout: str = "10m"
+    # Helm's --timeout; empty: long enough for the migration (steps/release.py
+    # upgrade_timeout) for install and upgrade, 10m for helm test.
+    timeout: str = ""
     skip_tests: bool = False
     yes: bool = False
     dry_run: bool = False
@@ -218,6 +220,15 @@ def default_gsa_name(namespace: str, release: str) -> str:
 
 
 GO_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(value: str) -> float:
+    """A Go duration as Helm's --timeout takes it (time.ParseDuration), in seconds."""
+    return sum(float(number) * DURATION_UNITS[unit]
+               for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)", value))
+
+
 SET_KEY_RE = re.compile(r"^[A-Za-z0-9_.\[\]-]+$")
 
 
@@ -268,7 +279,7 @@ def check_typed_set(flag: str, item: str) -> None:
 
 def validate(opts: Options) -> Options:
     """Check every flag; fill derived fields. Raises BadFlag naming the first bad flag."""
-    if not GO_DURATION_RE.match(opts.timeout or ""):
+    if opts.timeout and not GO_DURATION_RE.match(opts.timeout):
         raise _bad("--timeout", opts.timeout, "not a duration with a unit",
                    "use Helm's units, e.g. 90s, 10m or 1h30m")
     for item in opts.set_values:

@@ -51,7 +51,7 @@ class World:
     def options(self, **kw) -> Options:
         kw.setdefault("helm_bin", str(self.helm_bin))
         kw.setdefault("kubeconfig", str(self.kubeconfig))
-        kw.setdefault("timeout", "2m")
+        kw.setdefault("timeout", "")  # the default: long enough for the migration
         opts = Options(**kw)
         from mlflow_helm.steps.release import chart_names
 
@@ -65,7 +65,7 @@ class World:
         return Context(
             opts=opts, apis=apis,
             kube=Kube(opts.kube_context, opts.kubeconfig, FAST),
-            helm=Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout),
+            helm=Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout or "10m"),
             say=self.said.append)
 
     def helm_calls(self, command: str | None = None) -> list[dict]:

@@ -208,6 +208,46 @@ def check_schema(values: dict, chart: str) -> None:
                                            if len(errors) > 1 else ""))
 
 
+def chart_defaults(chart: str) -> dict:
+    """The chart's values.yaml; for a chart from a registry, the bundled chart's (the same
+    chart, another version)."""
+    path = Path(chart) if "://" not in chart else Path(bundled_chart())
+    return yaml.safe_load((path / "values.yaml").read_text()) or {}
+
+
+# After the migration's own bound, Helm still waits for a new server pod to pass its probes.
+UPGRADE_TIMEOUT_MARGIN_S = 60
+
+
+def upgrade_timeout(opts, final: dict) -> str:
+    """Helm's --timeout for install and upgrade: longer than the migration may take.
+
+    With --wait-for-jobs Helm waits for the migration Job, and a failed or timed-out upgrade
+    is rolled back (--atomic / --rollback-on-failure). A rollback while the Job still runs
+    deletes it mid-migration and brings back a server that may not know the half-migrated
+    schema. So Helm must wait longer than the Job can run (migrations.activeDeadlineSeconds)
+    and than a new server pod waits for its schema (migrations.waitTimeoutSeconds): then the
+    Job has finished or failed on its own before Helm gives up."""
+    from ..options import duration_seconds
+
+    migrations = final.get("migrations") or {}
+    bound = max(int(migrations.get("activeDeadlineSeconds") or 0),
+                int(migrations.get("waitTimeoutSeconds") or 0))
+    needed = bound + UPGRADE_TIMEOUT_MARGIN_S
+    if not opts.timeout:
+        return f"{-(-needed // 60)}m"
+    if duration_seconds(opts.timeout) < needed:
+        raise BadFlag(
+            f"--timeout {opts.timeout} is shorter than the migration may take: Helm would roll "
+            f"the release back while the migration Job still runs (migrations."
+            f"activeDeadlineSeconds {migrations.get('activeDeadlineSeconds')}s, "
+            f"waitTimeoutSeconds {migrations.get('waitTimeoutSeconds')}s, plus "
+            f"{UPGRADE_TIMEOUT_MARGIN_S}s for the server to start)",
+            f"drop --timeout (the default waits {-(-needed // 60)}m), pass at least "
+            f"--timeout {-(-needed // 60)}m, or lower those values; nothing was changed")
+    return opts.timeout
+
+
 class ReleaseStep(Step):
     name = "release"
 
@@ -217,6 +257,7 @@ class ReleaseStep(Step):
         layer = user_layer(self.opts)
         desired = deep_merge(values, layer or {})
         check_schema(desired, chart)
+        self.timeout = upgrade_timeout(self.opts, deep_merge(chart_defaults(chart), desired))
         current = self.ctx.helm.release(self.opts.release, self.opts.namespace)
         kind = "helm release"
         name = f"{self.opts.namespace}/{self.opts.release}"
@@ -275,9 +316,9 @@ class ReleaseStep(Step):
         chart, version = chart_ref(self.opts)
         values, files, sets = self._helm_args(changes[0].data["values"])
         what = f"helm upgrade --install {self.opts.release}"
-        self.ctx.say(f"  {what} (up to {self.opts.timeout})")
+        self.ctx.say(f"  {what} (up to {self.timeout})")
         with ticking(self.ctx.say, what, self.ctx.apis.retry.report_every * 3):
             self.ctx.helm.upgrade_install(
                 self.opts.release, chart, values, namespace=self.opts.namespace,
                 values_files=files, set_values=sets,
-                version=version if self.opts.chart else "")
+                version=version if self.opts.chart else "", timeout=self.timeout)
