@@ -34,7 +34,7 @@ from .steps.google import (
     WorkloadIdentityStep,
 )
 from .steps.kubernetes import ExternalSecretStep, NamespaceStep
-from .steps.release import ReleaseStep
+from .steps.release import BackupStep, ReleaseStep
 from .values import compute_values, deep_merge
 
 # Every step, in the order plans are shown, and what each must wait for: a step starts as soon
@@ -57,6 +57,8 @@ NEEDS: dict[type[Step], tuple[type[Step], ...]] = {
     # binding and roles), granting the IAM user; records the grant in a ConfigMap.
     DatabaseGrantStep: (DatabaseStep, DatabaseUserStep, ProjectIamStep, WorkloadIdentityStep,
                         NamespaceStep),
+    # Before the release: the upgrade's migration Job must find the backup taken.
+    BackupStep: (),
 }
 NEEDS[ReleaseStep] = tuple(NEEDS)  # the chart goes in once everything it uses exists
 STEPS: list[type[Step]] = list(NEEDS)

@@ -190,6 +190,7 @@ class Helm:
             kubeconfig=Path(kubeconfig) if kubeconfig else None, default_timeout=timeout)
         self._major: int | None = None
         self.version_string = ""
+        self._releases: dict[tuple[str, str], dict | None] = {}
 
     def _run(self, coro):
         return asyncio.run(coro)
@@ -235,7 +236,14 @@ class Helm:
             raise HelmFailed(f"{what} failed: {_output(exc)}") from exc
 
     def release(self, release: str, namespace: str) -> dict | None:
-        """The deployed release's metadata and user values; None when absent."""
+        """The deployed release's metadata and user values; None when absent. Read once per
+        command until this command changes the release (several steps plan from it)."""
+        key = (release, namespace)
+        if key not in self._releases:
+            self._releases[key] = self._read_release(release, namespace)
+        return self._releases[key]
+
+    def _read_release(self, release: str, namespace: str) -> dict | None:
         found, meta = self._on_release(self.command.get_metadata(release, namespace=namespace),
                                        f"helm get metadata {release}")
         if not found:
@@ -250,6 +258,7 @@ class Helm:
 
         # Helm 4 renamed --atomic; either way a failed upgrade rolls back.
         flag = "--rollback-on-failure" if self.major() >= 4 else "--atomic"
+        self._releases.pop((release, namespace), None)
         try:
             return self._run(self.command.upgrade_install(
                 release, chart, values, namespace=namespace, values_files=values_files,
@@ -283,6 +292,7 @@ class Helm:
             return False, _output(exc)
 
     def uninstall(self, release: str, namespace: str) -> bool:
+        self._releases.pop((release, namespace), None)
         found, _ = self._on_release(
             self.command.uninstall(release, namespace=namespace, wait=True),
             f"helm uninstall {release}")

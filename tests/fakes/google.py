@@ -126,6 +126,7 @@ class State:
     databases: dict = field(default_factory=dict)  # (pid, inst) -> {name: db}
     users: dict = field(default_factory=dict)  # (pid, inst) -> {(name, host): user}
     operations: dict = field(default_factory=dict)  # name -> op (+ private fields)
+    backups: dict = field(default_factory=dict)  # (pid, inst) -> {id: backupRun}
     clusters: dict = field(default_factory=dict)  # (pid, loc, name) -> cluster
     owned: dict = field(default_factory=dict)  # (pid, inst) -> {user: {database: objects}}
     disabled: set = field(default_factory=set)  # (pid, "sqladmin.googleapis.com")
@@ -286,6 +287,13 @@ class FakeGoogle:
          "users.update"),
         ("sqladmin", "DELETE", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/users",
          "users.delete"),
+        ("sqladmin", "POST", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/backupRuns",
+         "backupRuns.insert"),
+        ("sqladmin", "GET",
+         r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/backupRuns/(?P<b>[^/]+)",
+         "backupRuns.get"),
+        ("sqladmin", "GET", r"v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/backupRuns",
+         "backupRuns.list"),
         ("sqladmin", "GET", r"v1/projects/(?P<p>[^/]+)/operations/(?P<o>[^/]+)", "operations.get"),
         ("container", "GET",
          r"v1/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/clusters/(?P<c>[^/]+)",
@@ -437,6 +445,8 @@ class FakeGoogle:
                     op["error"] = {"kind": "sql#operationErrors", "errors": [
                         {"kind": "sql#operationError", "code": "ERROR_RDBMS",
                          "message": op["_error"]}]}
+                    if "_failed" in op:
+                        op["_failed"]()
                 else:
                     op["_effect"]()
             elif age >= self.op_seconds / 3:
@@ -564,6 +574,43 @@ class FakeGoogle:
         return self._start_op(m["p"], m["i"], "CREATE_DATABASE",
                               lambda: dbs.setdefault(name, {"name": name, "charset": "UTF8"}),
                               name)
+
+    def _backupRuns_insert(self, m, q, b):
+        """An on-demand backup: an operation (BACKUP_VOLUME, the type Cloud SQL's operation
+        list shows for `gcloud sql backups create`) whose backupContext names the run; the run
+        is RUNNING while it goes, then SUCCESSFUL, or FAILED when the operation ends in error
+        (discovery sqladmin v1: backupRuns.insert returns an Operation; Operation.backupContext
+        .backupId; BackupRun.status, .type ON_DEMAND)."""
+        self._inst(m)
+        runs = self.state.backups.setdefault((m["p"], m["i"]), {})
+        backup_id = str(1700000000000 + len(runs) + 1)
+        run = {"kind": "sql#backupRun", "id": backup_id, "instance": m["i"],
+               "status": "RUNNING", "type": "ON_DEMAND",
+               "description": b.get("description", ""),
+               "enqueuedTime": "2026-12-07T10:00:00.000Z"}
+        status, op = self._start_op(m["p"], m["i"], "BACKUP_VOLUME",
+                                    lambda: run.update(status="SUCCESSFUL"), m["i"])
+        if status != 200:
+            return status, op
+        runs[backup_id] = run
+        context = {"kind": "sql#backupContext", "backupId": backup_id}
+        stored = self.state.operations[op["name"]]
+        stored["backupContext"] = context
+        stored["_failed"] = lambda: run.update(status="FAILED")
+        return 200, {**op, "backupContext": context}
+
+    def _backupRuns_get(self, m, q, b):
+        self._inst(m)
+        run = self.state.backups.get((m["p"], m["i"]), {}).get(m["b"])
+        if run is None:
+            return 404, _error(404, "The backup run does not exist.", "NOT_FOUND")
+        return 200, copy.deepcopy(run)
+
+    def _backupRuns_list(self, m, q, b):
+        self._inst(m)
+        runs = sorted(self.state.backups.get((m["p"], m["i"]), {}).values(),
+                      key=lambda r: r["id"], reverse=True)
+        return 200, {"kind": "sql#backupRunsList", "items": copy.deepcopy(runs)}
 
     def _databases_get(self, m, q, b):
         self._inst(m)

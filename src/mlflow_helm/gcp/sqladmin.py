@@ -130,6 +130,41 @@ class SqlAdmin:
             self.apis.say(f"  {what}: done in {elapsed:.0f}s")
         return op
 
+    def backup(self, project: str, instance: str, description: str) -> str:
+        """An on-demand backup of the instance, taken and verified: backupRuns.insert, its
+        operation polled to DONE, then the run read back until it is SUCCESSFUL. Returns
+        the backup run's id (Operation.backupContext.backupId, discovery sqladmin v1). A
+        backup operation that fails is started once more; a second failure is an error,
+        and the upgrade does not go ahead."""
+        what = f"backupRuns.insert {instance}"
+        for attempt in (1, 2):
+            with self._queue(project, instance):
+                op = self._start_when_idle(
+                    lambda: self.apis.execute(self._svc.backupRuns().insert(
+                        project=project, instance=instance,
+                        body={"description": description}), "backupRuns.insert",
+                        f"backup of {instance}"), what)
+                try:
+                    op = self.wait(project, op, what)
+                except CloudError:
+                    if attempt == 2:
+                        raise
+                    self.apis.say(f"  … {what}: the backup failed; starting it once more")
+                    continue
+            backup_id = str((op.get("backupContext") or {}).get("backupId") or "")
+            if not backup_id:
+                raise CloudError(f"{what}: operation {op.get('name')} names no backup",
+                                 f"check `gcloud sql backups list --instance {instance}`")
+            run = self.apis.execute(self._svc.backupRuns().get(
+                project=project, instance=instance, id=backup_id), "backupRuns.get",
+                f"backup {backup_id} of {instance}")
+            if run.get("status") != "SUCCESSFUL":
+                raise CloudError(f"backup {backup_id} of {instance} is {run.get('status')}, "
+                                 "not SUCCESSFUL", f"check `gcloud sql backups describe "
+                                 f"{backup_id} --instance {instance}`, then re-run")
+            return backup_id
+        raise AssertionError("unreachable")
+
     def create_database(self, project: str, instance: str, database: str) -> None:
         self._mutate(
             lambda: self._svc.databases().insert(

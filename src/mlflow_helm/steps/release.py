@@ -208,6 +208,70 @@ def check_schema(values: dict, chart: str) -> None:
                                            if len(errors) > 1 else ""))
 
 
+def mlflow_image(values: dict, chart_defaults_: dict, app_version: str) -> str:
+    """The image MLflow runs with these values (templates/_helpers.tpl mlflow.image):
+    REGISTRY/REPOSITORY, then @DIGEST, else :TAG, else :v<appVersion>-full."""
+    image = deep_merge(chart_defaults_.get("image") or {}, values.get("image") or {})
+    registry = ((values.get("global") or {}).get("imageRegistry") or image.get("registry")
+                or "")
+    ref = f"{registry}/{image.get('repository')}" if registry else str(image.get("repository"))
+    if image.get("digest"):
+        return f"{ref}@{image['digest']}"
+    return f"{ref}:{image.get('tag') or f'v{app_version}-full'}"
+
+
+def chart_app_version(chart: str, version: str) -> str:
+    """Chart.yaml's appVersion; a chart from a registry is not read here, so its version
+    stands for it (a new chart version may bring a new MLflow)."""
+    if "://" in chart:
+        return f"chart {version or 'latest'}"
+    return str((yaml.safe_load((Path(chart) / "Chart.yaml").read_text()) or {}).get(
+        "appVersion", ""))
+
+
+class BackupStep(Step):
+    """An on-demand Cloud SQL backup before an upgrade that changes the MLflow image.
+
+    A new MLflow version may migrate the schema, and its migrations cannot be undone: the
+    way back is the backup taken just before (the chart README's upgrade runbook). The
+    backup is taken, and checked SUCCESSFUL, before `helm upgrade` starts the migration Job;
+    if it cannot be taken, the upgrade does not happen. A first install, or an upgrade that
+    keeps the image (values, replicas, routes), takes none. The backup is Cloud SQL's:
+    kept by its retention, restored with `gcloud sql backups restore ID
+    --restore-instance INSTANCE`; purge never deletes it."""
+
+    name = "backup"
+
+    def enabled(self) -> bool:
+        return self.opts.uses_gcp and self.opts.database == "cloudsql"
+
+    def plan(self) -> list[Change]:
+        current = self.ctx.helm.release(self.opts.release, self.opts.namespace)
+        if current is None:
+            return []
+        chart, version = chart_ref(self.opts)
+        defaults = chart_defaults(chart)
+        desired = deep_merge(compute_values(self.ctx), user_layer(self.opts) or {})
+        target = mlflow_image(desired, defaults, chart_app_version(chart, version))
+        # `helm get metadata -o json` names it appVersion (Helm 3.17.3 and 4.1.4,
+        # pkg/cmd/get_metadata.go).
+        running = mlflow_image(current.get("values") or {}, defaults,
+                               str(current.get("appVersion") or ""))
+        if running == target:
+            return []
+        return [self.change(CREATE, "cloud sql backup", self.opts.instance_name,
+                            f"on demand, before the upgrade from {running} to {target} "
+                            f"migrates {self.opts.database_name}", target=target)]
+
+    def apply(self, changes: list[Change]) -> None:
+        instance = self.opts.instance_name
+        description = (f"mlflow-helm: before upgrading {self.opts.namespace}/"
+                       f"{self.opts.release} to {changes[0].data['target']}")
+        backup_id = self.ctx.sql.backup(self.ctx.instance_project, instance, description)
+        self.ctx.say(f"  backup {backup_id} of {instance} is SUCCESSFUL; to go back: "
+                     f"`gcloud sql backups restore {backup_id} --restore-instance {instance}`")
+
+
 def chart_defaults(chart: str) -> dict:
     """The chart's values.yaml; for a chart from a registry, the bundled chart's (the same
     chart, another version)."""
@@ -265,8 +329,11 @@ class ReleaseStep(Step):
             self.render_check(chart, values)
             return [self.change(CREATE, kind, name, f"chart mlflow {version or 'latest'}",
                                 values=values)]
+        app_version = chart_app_version(chart, version)
+        # A chart rebuilt with another appVersion under the same version is another MLflow.
+        same_app = "://" in chart or str(current.get("appVersion") or "") == app_version
         same = (current.get("status") == "deployed"
-                and version and current.get("version") == version
+                and version and current.get("version") == version and same_app
                 and layer is not None
                 and (current.get("values") or {}) == desired)
         if same:
@@ -278,6 +345,8 @@ class ReleaseStep(Step):
             why.append(f"status {current.get('status')}")
         if not version or current.get("version") != version:
             why.append(f"chart {current.get('version')} -> {version or 'latest'}")
+        elif not same_app:
+            why.append(f"MLflow {current.get('appVersion')} -> {app_version}")
         if layer is None:
             why.append("--set* with list syntax")
         elif (current.get("values") or {}) != desired:
