@@ -45,8 +45,12 @@ EXTERNAL_URI = {
                  "external": {"existingSecret": "ext-db", "uriKey": "uri"}},
 }
 
+# The in-cluster PostgreSQL with its scheduled backups (a CronJob and a volume).
+INCLUSTER_BACKUP = {"postgresql": {"backup": {"enabled": True}}}
+
 DATABASE_MODES = {
     "incluster": INCLUSTER,
+    "incluster-backup": INCLUSTER_BACKUP,
     "cloudsql-pg-password": CLOUDSQL_PG_PASSWORD,
     "cloudsql-pg-iam": CLOUDSQL_PG_IAM,
     "cloudsql-mysql-password": CLOUDSQL_MYSQL_PASSWORD,

@@ -277,6 +277,8 @@ class TestExtensionPoints:
 
 def _containers(obj: dict) -> list[dict]:
     spec = obj.get("spec") or {}
+    if "jobTemplate" in spec:  # a CronJob
+        spec = spec["jobTemplate"].get("spec") or {}
     pod = spec.get("template", {}).get("spec") if "template" in spec else spec
     if not isinstance(pod, dict):
         return []

@@ -1,4 +1,5 @@
-"""Every pod the chart makes (server, migration Job, PostgreSQL, helm test) in every mode:
+"""Every pod the chart makes (server, migration Job, PostgreSQL, its backup CronJob, helm test)
+in every mode:
 Pod Security Standards "restricted", no API token, the pull secrets."""
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
             out.append((f"Pod/{o['metadata']['name']}", o["spec"]))
         elif o["kind"] in POD_KINDS:
             out.append((f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"]))
+        elif o["kind"] == "CronJob":
+            out.append((f"CronJob/{o['metadata']['name']}",
+                        o["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
     return out
 
 

@@ -116,7 +116,7 @@ class TestStatefulSetPostgresql:
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert spec["automountServiceAccountToken"] is False
 
-    @pytest.mark.parametrize("mode", [m for m in DATABASE_MODES if m != "incluster"])
+    @pytest.mark.parametrize("mode", [m for m in DATABASE_MODES if not m.startswith("incluster")])
     def test_absent_outside_incluster(self, helm, mode):
         objects = render_chart(helm, DATABASE_MODES[mode])
         assert by_kind(objects, "StatefulSet") == []

@@ -201,7 +201,8 @@ class Release:
         return found
 
     def artifact_dir(self) -> Path | None:
-        claims = self.cluster.all("PersistentVolumeClaim")
+        claims = [c for c in self.cluster.all("PersistentVolumeClaim")
+                  if c["metadata"]["labels"].get("app.kubernetes.io/component") == "server"]
         return self.cluster.pvc_dir(claims[0]["metadata"]["name"]) if claims else None
 
     # ------------------------------------------------------------------- lifecycle ----
