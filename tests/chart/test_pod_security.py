@@ -1,4 +1,4 @@
-"""Every pod the chart makes (server, migration Job, PostgreSQL, its backup CronJob, helm test)
+"""Every pod the chart makes (server, migration Job, PostgreSQL, its backup CronJob, gc, helm test)
 in every mode:
 Pod Security Standards "restricted", no API token, the pull secrets."""
 
@@ -29,7 +29,8 @@ class TestPodSecurity:
     @pytest.mark.parametrize("mode", list(DATABASE_MODES))
     def test_restricted_everywhere(self, helm, mode):
         values = merge(DATABASE_MODES[mode], GCS_SERVED, {"auth": {"enabled": True},
-                                                          "metrics": {"enabled": True}})
+                                                          "metrics": {"enabled": True},
+                                                          "gc": {"enabled": True}})
         specs = pod_specs(render_chart(helm, values))
         assert {name.split("/")[0] for name, _ in specs} >= {"Deployment", "Job", "Pod"}
         for name, spec in specs:
