@@ -17,7 +17,16 @@ def bundled_chart() -> Path:
     return path
 
 
-def chart_version(path: Path) -> str:
+def _chart_yaml(path: Path) -> dict:
     import yaml
 
-    return str(yaml.safe_load((path / "Chart.yaml").read_text())["version"])
+    return yaml.safe_load((path / "Chart.yaml").read_text()) or {}
+
+
+def chart_version(path: Path) -> str:
+    return str(_chart_yaml(path)["version"])
+
+
+def chart_app_version(path: Path) -> str:
+    """The MLflow version the chart's default image runs (Chart.yaml appVersion)."""
+    return str(_chart_yaml(path).get("appVersion", ""))

@@ -243,7 +243,7 @@ def build_context(opts: Options):
     progress = Progress()
     apis.progress = progress
     kube = Kube(opts.kube_context, opts.kubeconfig, apis.retry)
-    helm = Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout or "10m")
+    helm = Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout)
     return Context(opts=opts, apis=apis, kube=kube, helm=helm, say=progress)
 
 

@@ -182,8 +182,11 @@ class Helm:
     """Synchronous Helm; one per command, built from the options."""
 
     def __init__(self, executable: str = "helm", kube_context: str = "",
-                 kubeconfig: str = "", timeout: str = "10m") -> None:
+                 kubeconfig: str = "", timeout: str = "") -> None:
         self.executable = executable
+        # Empty: 10m, for helm test and uninstall; install and upgrade pass their own
+        # (steps/release.py upgrade_timeout).
+        timeout = timeout or "10m"
         self.timeout = timeout
         self.command = _command_class()(
             executable=executable, kubecontext=kube_context or None,

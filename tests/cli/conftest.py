@@ -65,7 +65,7 @@ class World:
         return Context(
             opts=opts, apis=apis,
             kube=Kube(opts.kube_context, opts.kubeconfig, FAST),
-            helm=Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout or "10m"),
+            helm=Helm(opts.helm_bin, opts.kube_context, opts.kubeconfig, opts.timeout),
             say=self.said.append)
 
     def helm_calls(self, command: str | None = None) -> list[dict]:

@@ -61,9 +61,9 @@ class SqlAdmin:
         return self.apis.execute(req, "users.list", f"{project}:{instance}").get("items", [])
 
     def _mutate(self, make_request, operation: str, resource: str, project: str,
-                instance: str) -> None:
+                instance: str) -> dict | None:
         """Start an operation (retrying 409 operation-in-progress) and wait for it; one of
-        ours at a time per instance."""
+        ours at a time per instance. Returns the operation DONE (None: it existed already)."""
 
         def start():
             try:
@@ -75,8 +75,7 @@ class SqlAdmin:
 
         with self._queue(project, instance):
             op = self._start_when_idle(start, f"{operation} {resource}")
-            if op is not None:
-                self.wait(project, op, f"{operation} {resource}")
+            return None if op is None else self.wait(project, op, f"{operation} {resource}")
 
     def _start_when_idle(self, start, what: str):
         """Start an operation, waiting while another runs on the instance (409).
@@ -132,38 +131,37 @@ class SqlAdmin:
 
     def backup(self, project: str, instance: str, description: str) -> str:
         """An on-demand backup of the instance, taken and verified: backupRuns.insert, its
-        operation polled to DONE, then the run read back until it is SUCCESSFUL. Returns
+        operation polled to DONE (one of ours at a time on the instance), then the run
+        read back and required SUCCESSFUL. Returns
         the backup run's id (Operation.backupContext.backupId, discovery sqladmin v1). A
         backup operation that fails is started once more; a second failure is an error,
         and the upgrade does not go ahead."""
-        what = f"backupRuns.insert {instance}"
+        op: dict | None = None
         for attempt in (1, 2):
-            with self._queue(project, instance):
-                op = self._start_when_idle(
-                    lambda: self.apis.execute(self._svc.backupRuns().insert(
-                        project=project, instance=instance,
-                        body={"description": description}), "backupRuns.insert",
-                        f"backup of {instance}"), what)
-                try:
-                    op = self.wait(project, op, what)
-                except CloudError:
-                    if attempt == 2:
-                        raise
-                    self.apis.say(f"  … {what}: the backup failed; starting it once more")
-                    continue
-            backup_id = str((op.get("backupContext") or {}).get("backupId") or "")
-            if not backup_id:
-                raise CloudError(f"{what}: operation {op.get('name')} names no backup",
-                                 f"check `gcloud sql backups list --instance {instance}`")
-            run = self.apis.execute(self._svc.backupRuns().get(
-                project=project, instance=instance, id=backup_id), "backupRuns.get",
-                f"backup {backup_id} of {instance}")
-            if run.get("status") != "SUCCESSFUL":
-                raise CloudError(f"backup {backup_id} of {instance} is {run.get('status')}, "
-                                 "not SUCCESSFUL", f"check `gcloud sql backups describe "
-                                 f"{backup_id} --instance {instance}`, then re-run")
-            return backup_id
-        raise AssertionError("unreachable")
+            try:
+                op = self._mutate(
+                    lambda: self._svc.backupRuns().insert(
+                        project=project, instance=instance, body={"description": description}),
+                    "backupRuns.insert", f"backup of {instance}", project, instance)
+                break
+            except CloudError:
+                if attempt == 2:
+                    raise
+                self.apis.say(f"  … backupRuns.insert {instance}: the backup failed; "
+                              "starting it once more")
+        backup_id = str(((op or {}).get("backupContext") or {}).get("backupId") or "")
+        if not backup_id:
+            raise CloudError(f"backupRuns.insert {instance}: operation "
+                             f"{(op or {}).get('name')} names no backup",
+                             f"check `gcloud sql backups list --instance {instance}`")
+        run = self.apis.execute(self._svc.backupRuns().get(
+            project=project, instance=instance, id=backup_id), "backupRuns.get",
+            f"backup {backup_id} of {instance}")
+        if run.get("status") != "SUCCESSFUL":
+            raise CloudError(f"backup {backup_id} of {instance} is {run.get('status')}, "
+                             "not SUCCESSFUL", f"check `gcloud sql backups describe "
+                             f"{backup_id} --instance {instance}`, then re-run")
+        return backup_id
 
     def create_database(self, project: str, instance: str, database: str) -> None:
         self._mutate(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import yaml
 
 from ..changes import CREATE, UNCHANGED, UPDATE, Change
-from ..chart import bundled_chart, chart_version
+from ..chart import bundled_chart, chart_app_version, chart_version
 from ..errors import BadFlag
 from ..options import split_pairs
 from ..values import compute_values, deep_merge
@@ -195,8 +197,7 @@ def check_schema(values: dict, chart: str) -> None:
     if not (path / "values.schema.json").is_file():
         return
     schema = json.loads((path / "values.schema.json").read_text())
-    defaults = yaml.safe_load((path / "values.yaml").read_text()) or {}
-    final = deep_merge(defaults, values)
+    final = deep_merge(chart_defaults(chart), values)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(final), key=lambda e: list(e.absolute_path))
     if errors:
@@ -208,10 +209,11 @@ def check_schema(values: dict, chart: str) -> None:
                                            if len(errors) > 1 else ""))
 
 
-def mlflow_image(values: dict, chart_defaults_: dict, app_version: str) -> str:
-    """The image MLflow runs with these values (templates/_helpers.tpl mlflow.image):
-    REGISTRY/REPOSITORY, then @DIGEST, else :TAG, else :v<appVersion>-full."""
-    image = deep_merge(chart_defaults_.get("image") or {}, values.get("image") or {})
+def mlflow_image(values: dict, defaults: dict, app_version: str) -> str:
+    """The image MLflow runs with these values over the chart's `defaults`
+    (templates/_helpers.tpl mlflow.image): REGISTRY/REPOSITORY, then @DIGEST, else :TAG,
+    else :v<appVersion>-full."""
+    image = deep_merge(defaults.get("image") or {}, values.get("image") or {})
     registry = ((values.get("global") or {}).get("imageRegistry") or image.get("registry")
                 or "")
     ref = f"{registry}/{image.get('repository')}" if registry else str(image.get("repository"))
@@ -220,13 +222,12 @@ def mlflow_image(values: dict, chart_defaults_: dict, app_version: str) -> str:
     return f"{ref}:{image.get('tag') or f'v{app_version}-full'}"
 
 
-def chart_app_version(chart: str, version: str) -> str:
+def app_version_of(chart: str, version: str) -> str:
     """Chart.yaml's appVersion; a chart from a registry is not read here, so its version
     stands for it (a new chart version may bring a new MLflow)."""
     if "://" in chart:
         return f"chart {version or 'latest'}"
-    return str((yaml.safe_load((Path(chart) / "Chart.yaml").read_text()) or {}).get(
-        "appVersion", ""))
+    return chart_app_version(Path(chart))
 
 
 class BackupStep(Step):
@@ -252,7 +253,7 @@ class BackupStep(Step):
         chart, version = chart_ref(self.opts)
         defaults = chart_defaults(chart)
         desired = deep_merge(compute_values(self.ctx), user_layer(self.opts) or {})
-        target = mlflow_image(desired, defaults, chart_app_version(chart, version))
+        target = mlflow_image(desired, defaults, app_version_of(chart, version))
         # `helm get metadata -o json` names it appVersion (Helm 3.17.3 and 4.1.4,
         # pkg/cmd/get_metadata.go).
         running = mlflow_image(current.get("values") or {}, defaults,
@@ -273,10 +274,17 @@ class BackupStep(Step):
 
 
 def chart_defaults(chart: str) -> dict:
-    """The chart's values.yaml; for a chart from a registry, the bundled chart's (the same
-    chart, another version)."""
-    path = Path(chart) if "://" not in chart else Path(bundled_chart())
-    return yaml.safe_load((path / "values.yaml").read_text()) or {}
+    """The chart's values.yaml (a copy: callers merge into it); for a chart from a registry,
+    the bundled chart's (the same chart, another version)."""
+    path = (Path(chart) if "://" not in chart else Path(bundled_chart())) / "values.yaml"
+    return copy.deepcopy(_values_yaml(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _values_yaml(path: str, _mtime_ns: int) -> dict:
+    """Parsed once while the file is unchanged: the schema check, the timeout and the
+    backup step of one command all read it."""
+    return yaml.safe_load(Path(path).read_text()) or {}
 
 
 # After the migration's own bound, Helm still waits for a new server pod to pass its probes.
@@ -298,8 +306,9 @@ def upgrade_timeout(opts, final: dict) -> str:
     bound = max(int(migrations.get("activeDeadlineSeconds") or 0),
                 int(migrations.get("waitTimeoutSeconds") or 0))
     needed = bound + UPGRADE_TIMEOUT_MARGIN_S
+    default = f"{-(-needed // 60)}m"  # whole minutes, rounded up
     if not opts.timeout:
-        return f"{-(-needed // 60)}m"
+        return default
     if duration_seconds(opts.timeout) < needed:
         raise BadFlag(
             f"--timeout {opts.timeout} is shorter than the migration may take: Helm would roll "
@@ -307,8 +316,8 @@ def upgrade_timeout(opts, final: dict) -> str:
             f"activeDeadlineSeconds {migrations.get('activeDeadlineSeconds')}s, "
             f"waitTimeoutSeconds {migrations.get('waitTimeoutSeconds')}s, plus "
             f"{UPGRADE_TIMEOUT_MARGIN_S}s for the server to start)",
-            f"drop --timeout (the default waits {-(-needed // 60)}m), pass at least "
-            f"--timeout {-(-needed // 60)}m, or lower those values; nothing was changed")
+            f"drop --timeout (the default waits {default}), pass at least "
+            f"--timeout {default}, or lower those values; nothing was changed")
     return opts.timeout
 
 
@@ -329,7 +338,7 @@ class ReleaseStep(Step):
             self.render_check(chart, values)
             return [self.change(CREATE, kind, name, f"chart mlflow {version or 'latest'}",
                                 values=values)]
-        app_version = chart_app_version(chart, version)
+        app_version = app_version_of(chart, version)
         # A chart rebuilt with another appVersion under the same version is another MLflow.
         same_app = "://" in chart or str(current.get("appVersion") or "") == app_version
         same = (current.get("status") == "deployed"
