@@ -42,34 +42,48 @@ TABLES = {
 }
 
 
-def test_scheduled_backup_dumps_restorably_and_keeps_the_newest(helm4, services, e2e_dir):
-    rel = Release(helm4, services, e2e_dir / "backup",
-                  values={"postgresql": {"backup": {"enabled": True, "retention": 2}}})
+def filled_release(helm4, services, workdir: Path, backup: dict) -> tuple[Release, str]:
+    """A release whose in-cluster database holds the MLflow workload; with its password."""
+    rel = Release(helm4, services, workdir,
+                  values={"postgresql": {"backup": {"enabled": True, **backup}}})
     rel.migrate("mlflow-migrate-1-first")
-    env = rel._migrate_env()
+    password = rel._migrate_env()["PGPASSWORD"]
     run_client(WORKLOAD, rel.backend_uri(), rel.workdir / "client",
-               env={"PGPASSWORD": env["PGPASSWORD"]})
+               env={"PGPASSWORD": password})
+    return rel, password
+
+
+def backup_pod(rel: Release) -> tuple[dict, Path]:
+    """The CronJob's pod spec, and the local directory of its backup volume."""
+    spec = rel.cluster.get("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    claim = next(v for v in spec["volumes"] if v["name"] == "backup")["persistentVolumeClaim"]
+    return spec, rel.cluster.pvc_dir(claim["claimName"])
+
+
+def run_backup(rel: Release, spec: dict, name: str) -> tuple[Pod, str]:
+    pod = Pod(rel.cluster, spec, name)
+    process = pod.run(pod.container("backup"), timeout=300)
+    log = process.log.read_text()
+    assert process.proc.returncode == 0, log
+    return pod, log
+
+
+def test_scheduled_backup_dumps_restorably_and_keeps_the_newest(helm4, services, e2e_dir):
+    rel, password = filled_release(helm4, services, e2e_dir / "backup", {"retention": 2})
     source = {table: rel.db_query(query) for table, query in TABLES.items()}
     assert len(source["runs"]) == 6 and len(source["metrics"]) == 30
 
-    cronjob = rel.cluster.get("CronJob")
-    spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    claim = next(v for v in spec["volumes"] if v["name"] == "backup")["persistentVolumeClaim"]
-    backups = rel.cluster.pvc_dir(claim["claimName"])
+    spec, backups = backup_pod(rel)
     logs = []
     for n in range(3):
         if n:
             time.sleep(1.1)  # dumps are named to the second
-        pod = Pod(rel.cluster, spec, f"mlflow-postgresql-backup-2926{n}-x8k2p")
-        process = pod.run(pod.container("backup"), timeout=300)
-        log = process.log.read_text()
-        assert process.proc.returncode == 0, log
-        logs.append(log)
+        logs.append(run_backup(rel, spec, f"mlflow-postgresql-backup-2926{n}-x8k2p")[1])
     dumps = sorted(p.name for p in backups.iterdir())
     assert len(dumps) == 2, dumps  # retention 2: the first run's dump was deleted
     assert all(d.startswith("mlflowdb-") and d.endswith(".dump") for d in dumps)
     assert "(keeping the newest 2)" in logs[2]
-    assert env["PGPASSWORD"] not in "".join(logs)
+    assert password not in "".join(logs)
 
     pg = services.postgres
     pg.admin("DROP DATABASE IF EXISTS restored", "CREATE DATABASE restored")
@@ -96,19 +110,11 @@ def documented_restore_command() -> list[str]:
 def test_the_documented_restore_brings_back_what_was_deleted(helm4, services, e2e_dir):
     """The README's pg_restore arguments, as written, into the release's own database after
     a run was deleted for good (the addresses mapped to the local server, as the pod's are)."""
-    rel = Release(helm4, services, e2e_dir / "restore",
-                  values={"postgresql": {"backup": {"enabled": True}}})
-    rel.migrate("mlflow-migrate-1-first")
-    env = rel._migrate_env()
-    run_client(WORKLOAD, rel.backend_uri(), rel.workdir / "client",
-               env={"PGPASSWORD": env["PGPASSWORD"]})
+    rel, password = filled_release(helm4, services, e2e_dir / "restore", {})
     before = {table: rel.db_query(query) for table, query in TABLES.items()}
-    spec = rel.cluster.get("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    pod = Pod(rel.cluster, spec, "mlflow-postgresql-backup-29261-q2w4e")
-    process = pod.run(pod.container("backup"), timeout=300)
-    assert process.proc.returncode == 0, process.log.read_text()
-    claim = next(v for v in spec["volumes"] if v["name"] == "backup")["persistentVolumeClaim"]
-    [dump] = list(rel.cluster.pvc_dir(claim["claimName"]).iterdir())
+    spec, backups = backup_pod(rel)
+    pod, _ = run_backup(rel, spec, "mlflow-postgresql-backup-29261-q2w4e")
+    [dump] = list(backups.iterdir())
     gone = before["runs"][0][0]
     for table in ("metrics", "latest_metrics", "params", "tags"):
         rel.db_query(f"DELETE FROM {table} WHERE run_uuid = '{gone}'")
@@ -119,7 +125,7 @@ def test_the_documented_restore_brings_back_what_was_deleted(helm4, services, e2
     assert argv[0] == "pg_restore"
     argv = [re.sub(r"/backup/mlflowdb-TIME\.dump", str(dump), a) for a in argv]
     argv = [pod.localize(a.replace("FULLNAME", "mlflow"), []) for a in argv]
-    restore = subprocess.run(argv, env={"PATH": "/usr/bin:/bin", "PGPASSWORD": env["PGPASSWORD"]},
+    restore = subprocess.run(argv, env={"PATH": "/usr/bin:/bin", "PGPASSWORD": password},
                              capture_output=True, text=True, timeout=300)
     assert restore.returncode == 0, restore.stderr
     assert {table: rel.db_query(query) for table, query in TABLES.items()} == before
