@@ -15,6 +15,7 @@ from .render import FULLNAME, by_kind, container, env_of, env_value, get_object,
 
 ON = {"postgresql": {"backup": {"enabled": True}}}
 NAME = f"{FULLNAME}-postgresql-backup"
+CLAIM = f"{FULLNAME}-backups"  # shared with the migration Job's dumps (templates/pvc-backups.yaml)
 
 
 def cronjob(objects: list[dict]) -> dict:
@@ -29,7 +30,9 @@ class TestBackupCronJob:
     def test_off_by_default(self, helm):
         objects = render_chart(helm)
         assert by_kind(objects, "CronJob") == []
-        assert [o for o in objects if "backup" in o["metadata"]["name"]] == []
+        # The backup volume is there anyway: the migration Job dumps into it before migrating.
+        assert [o["metadata"]["name"] for o in objects if "backup" in o["metadata"]["name"]] == [
+            CLAIM]
 
     @pytest.mark.parametrize("mode", [m for m in DATABASE_MODES if not m.startswith("incluster")])
     def test_only_for_the_in_cluster_database(self, helm, mode):
@@ -54,11 +57,11 @@ class TestBackupCronJob:
         password = env_of(c)["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
         assert password == {"name": f"{FULLNAME}-postgresql", "key": "password"}
         assert {m["mountPath"] for m in c["volumeMounts"]} == {"/backup", "/tmp"}
-        claim = get_object(objects, "PersistentVolumeClaim", NAME)
+        claim = get_object(objects, "PersistentVolumeClaim", CLAIM)
         assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
         backup_volume = next(v for v in spec["volumes"] if v["name"] == "backup")
-        assert backup_volume["persistentVolumeClaim"]["claimName"] == NAME
+        assert backup_volume["persistentVolumeClaim"]["claimName"] == CLAIM
         # The PostgreSQL pod's identity: uid 999 can read its own dumps back.
         assert spec["securityContext"]["runAsUser"] == 999
         assert spec["securityContext"]["fsGroup"] == 999
@@ -66,7 +69,7 @@ class TestBackupCronJob:
     def test_settings(self, helm):
         objects = render_chart(helm, {"postgresql": {"backup": {
             "enabled": True, "schedule": "0 */6 * * *", "timeZone": "Europe/Paris",
-            "retention": 28, "persistence": {"existingClaim": "nfs-backups"}}}})
+            "retention": 28}}, "backups": {"persistence": {"existingClaim": "nfs-backups"}}})
         job = cronjob(objects)
         assert job["spec"]["schedule"] == "0 */6 * * *"
         assert job["spec"]["timeZone"] == "Europe/Paris"
@@ -75,6 +78,10 @@ class TestBackupCronJob:
         assert volume["persistentVolumeClaim"]["claimName"] == "nfs-backups"
         assert [c for c in by_kind(objects, "PersistentVolumeClaim")
                 if "backup" in c["metadata"]["name"]] == []
+        # The migration Job's dumps go to the same claim.
+        migrate = next(o for o in objects if o["kind"] == "Job")["spec"]["template"]["spec"]
+        volume = next(v for v in migrate["volumes"] if v["name"] == "backup")
+        assert volume["persistentVolumeClaim"]["claimName"] == "nfs-backups"
 
     def test_network_policies_let_it_reach_postgresql_only(self, helm):
         objects = render_chart(helm, merge(ON, {"networkPolicy": {"enabled": True}}))

@@ -520,7 +520,8 @@ class TestDeployment:
         assert ("--app-name=basic-auth" in args) == (toggles == "all-on")
         (job,) = [o for o in objects if o["kind"] == "Job"]
         job_init = [c["name"] for c in job["spec"]["template"]["spec"].get("initContainers", [])]
-        assert job_init == (["cloud-sql-proxy"] if cloudsql else [])
+        # Outside Cloud SQL the Job dumps the database before migrating (migrations.backup).
+        assert job_init == (["cloud-sql-proxy"] if cloudsql else ["backup-plan", "backup"])
         assert (env_of(container(spec, "mlflow"))["MLFLOW_BACKEND_STORE_URI"]
                 == env_of(job["spec"]["template"]["spec"]["containers"][0])[
                     "MLFLOW_BACKEND_STORE_URI"])

@@ -27,6 +27,8 @@ BASE = {
     ("Secret", f"{FULLNAME}-crypto"),
     ("ConfigMap", f"{FULLNAME}-scripts"),
     ("PersistentVolumeClaim", f"{FULLNAME}-artifacts"),
+    # The migration Job's dumps before migrating (migrations.backup, destination volume).
+    ("PersistentVolumeClaim", f"{FULLNAME}-backups"),
     ("Service", f"{FULLNAME}-postgresql"),
     ("Service", f"{FULLNAME}-postgresql-hl"),
     ("Service", FULLNAME),
@@ -130,7 +132,8 @@ class TestInventory:
                 == "keep"}
         assert kept == {("Secret", f"{FULLNAME}-postgresql"), ("Secret", f"{FULLNAME}-auth"),
                         ("Secret", f"{FULLNAME}-crypto"),
-                        ("PersistentVolumeClaim", f"{FULLNAME}-artifacts")}
+                        ("PersistentVolumeClaim", f"{FULLNAME}-artifacts"),
+                        ("PersistentVolumeClaim", f"{FULLNAME}-backups")}
 
     def test_everything_in_the_release_namespace(self, helm):
         objects = render_chart(helm, {"auth": {"enabled": True},

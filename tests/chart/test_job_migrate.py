@@ -106,7 +106,10 @@ class TestJobMigrate:
     @pytest.mark.parametrize("mode", ["incluster", "external-pg", "external-uri"])
     def test_no_sidecar_outside_cloudsql(self, helm, mode):
         spec = job(helm, DATABASE_MODES[mode])["spec"]["template"]["spec"]
-        assert "initContainers" not in spec
+        assert [c["name"] for c in spec["initContainers"]] == ["backup-plan", "backup"]
+        assert not [c for c in spec["initContainers"] if c.get("restartPolicy")]
+        off = merge(DATABASE_MODES[mode], {"migrations": {"backup": {"enabled": False}}})
+        assert "initContainers" not in job(helm, off)["spec"]["template"]["spec"]
 
     def test_auth_tables(self, helm):
         c = container(job(helm, {"auth": {"enabled": True}})["spec"]["template"]["spec"],

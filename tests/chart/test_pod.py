@@ -183,7 +183,7 @@ class TestExtensionPoints:
         specs = pod_specs(objects)
         assert [c["name"] for c in specs["server"]["containers"]] == ["mlflow"]
         assert [c["name"] for c in specs["migrate"]["containers"]] == ["migrate"]
-        assert "initContainers" not in specs["migrate"]
+        assert [c["name"] for c in specs["migrate"]["initContainers"]] == ["backup-plan", "backup"]
         assert "initContainers" not in specs["test"]
         assert "initContainers" not in postgresql_spec(objects)
 

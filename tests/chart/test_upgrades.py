@@ -123,7 +123,9 @@ class TestRefusedUpgrades:
         values = artifacts({"existingClaim": "mlflow-artifacts-rwx",
                             "accessModes": ["ReadWriteMany"]}, replicaCount=2)
         objects = upgrade(helm, tmp_path, values)
-        assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+        # (Only the backup volume, for the migration Job's dumps, is left.)
+        assert [o["metadata"]["name"] for o in objects
+                if o["kind"] == "PersistentVolumeClaim"] == [f"{FULLNAME}-backups"]
 
     def test_first_install_has_nothing_to_compare(self, helm, tmp_path):
         objects = upgrade(helm, tmp_path, pg({"size": "20Gi"}), objects=())

@@ -11,7 +11,7 @@ from tests.conftest import REPO_ROOT
 
 SCRIPTS = [".ci/run", "scripts/bootstrap.sh", "scripts/package-plugin.sh",
            "scripts/quickstart.sh", "plugin/bin/mlflow-gcp", "plugin/scripts/env.sh",
-           "plugin/scripts/install.sh"]
+           "plugin/scripts/install.sh", "charts/mlflow/files/backup.sh"]
 
 
 def test_the_list_is_every_shell_script():

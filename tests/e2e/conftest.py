@@ -106,7 +106,8 @@ def release_factory(helm4: str, services: Services, e2e_dir: Path) -> Iterator:
 def old_mlflow() -> Path:
     """A virtualenv with MLflow 2.22 for the upgrade test, made with uv once and cached."""
     # MLflow 2.22 predates SQLAlchemy 2.1 (it imports pool classes 2.1 removed).
-    requirements = [f"mlflow=={OLD_MLFLOW}", "sqlalchemy<2.1", "psycopg2-binary"]
+    # (pymysql: the backup tests fill a MariaDB database with it.)
+    requirements = [f"mlflow=={OLD_MLFLOW}", "sqlalchemy<2.1", "psycopg2-binary", "pymysql"]
     marker = OLD_VENV / ".e2e-requirements"
     if not marker.exists() or marker.read_text() != "\n".join(requirements):
         uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")

@@ -76,6 +76,7 @@ class Release:
         self.deployment = self.cluster.get("Deployment")
         self.job = self.cluster.get("Job")
         self.server_pod: Pod | None = None
+        self.migrate_pod: Pod | None = None
         self.server_pods: list[Pod] = []
         self.ports: list[int] = []
         self.server: Process | None = None
@@ -207,8 +208,11 @@ class Release:
 
     # ------------------------------------------------------------------- lifecycle ----
     def migrate(self, name: str | None = None) -> Process:
-        """The migration Job's pod, run to completion; fails on a non-zero exit."""
+        """The migration Job's pod (its init containers in order: the backup plan and the dump;
+        then the migration), run to completion; fails on a non-zero exit."""
         pod = self._migrate_pod(name)
+        self.migrate_pod = pod
+        pod.run_init_containers()
         process = pod.run(pod.container("migrate"), timeout=600)
         if process.proc.returncode != 0:
             raise AssertionError(

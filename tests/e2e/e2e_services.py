@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -494,6 +495,13 @@ class FakeGCS:
                 return []
             raise
         return [item["name"] for item in listing.get("items", [])]
+
+    def download(self, bucket: str, name: str) -> bytes:
+        quoted = urllib.parse.quote(name, safe="")
+        with urllib.request.urlopen(
+            f"{self.url}/download/storage/v1/b/{bucket}/o/{quoted}?alt=media", timeout=10
+        ) as resp:
+            return resp.read()
 
     def env(self) -> dict[str, str]:
         """What a pod's Workload Identity gives MLflow's GCS client, pointed at the emulator."""

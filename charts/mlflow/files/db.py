@@ -12,6 +12,11 @@ Runs inside the MLflow image, so it may only use what MLflow brings.
         [--write-auth-config PATH]   and write MLflow's basic-auth config there, pointing the
                            auth store at the same database. It is written at start-up, into a
                            memory volume, because the URI may carry a MySQL password.
+  db.py backup-plan [--auth]   the migration Job's first init container: when a migration is
+                           due on a database that holds data, write the plan of a logical dump
+                           (connection, name, date) into MLFLOW_BACKUP_PLAN_DIR for backup.sh,
+                           which the next init container runs with the database's own client
+                           tools. No migration due: no plan, and backup.sh does nothing.
   db.py grant              the one-time grant Job of a Cloud SQL IAM database user
                            (templates/job-db-grant.yaml): as the temporary built-in user of
                            MLFLOW_GRANT_URI, give MLFLOW_GRANT_GRANTEE what MLflow's migrations
@@ -19,6 +24,16 @@ Runs inside the MLflow image, so it may only use what MLflow brings.
 
 The database URI comes from MLFLOW_BACKEND_STORE_URI; PostgreSQL passwords come from PGPASSWORD.
 Messages never print the URI's password.
+
+Backups before migrating (migrations.backup in values.yaml), chosen by MLFLOW_BACKUP_MODE:
+  dump      backup.sh has written a dump (its path in MLFLOW_BACKUP_PLAN_DIR/backup); upgrade
+            checks it is there and, with a gs:// MLFLOW_BACKUP_DESTINATION, uploads it
+            (CRC32C-checked) before the first migration statement.
+  cloudsql  the Cloud SQL instance's on-demand backup MLFLOW_BACKUP_CLOUDSQL_ID, taken for the
+            MLflow version MLFLOW_BACKUP_CLOUDSQL_FOR (mlflow-helm takes it before upgrading).
+  off       the user opted out: migrate without a backup, and say so.
+No backup, no migration. Each backup is recorded in the table mlflow_helm_backups of the same
+database, so an older image that meets the newer schema (a rollback) names the backup to restore.
 """
 
 from __future__ import annotations
@@ -140,20 +155,40 @@ def check_mysql_binlog(engine) -> None:
     )
 
 
+def revisions(engine, with_auth: bool) -> dict[str, str | None]:
+    """The database's revision of each schema, after refusing one a newer MLflow wrote.
+
+    A revision this image's migrations do not contain was written by a newer MLflow (a
+    rollback, or an older image pinned by hand). Alembic would fail half-way through its own
+    revision walk ("Can't locate revision"); stop before any statement runs, and say what to do
+    instead."""
+    before = {label: current_revision(engine, table) for label, table, _ in schemas(with_auth)}
+    for label, _table, script in schemas(with_auth):
+        if before[label] is not None and not _known(script, before[label]):
+            fail(newer_schema(label, before[label], script.get_current_head(), engine))
+    return before
+
+
+def due(before: dict[str, str | None], with_auth: bool) -> list[str]:
+    """The schemas a migration will change that already hold data (an empty database has
+    nothing to lose, so its first migration needs no backup)."""
+    return [f"{label} {before[label]} -> {script.get_current_head()}"
+            for label, _table, script in schemas(with_auth)
+            if before[label] is not None and before[label] != script.get_current_head()]
+
+
 def upgrade(uri: str, with_auth: bool, timeout: float) -> None:
     import mlflow
     from mlflow.db import upgrade as mlflow_db_upgrade
 
     engine = wait_for_database(uri, timeout)
-    before = {label: current_revision(engine, table) for label, table, _ in schemas(with_auth)}
     log(f"MLflow {mlflow.__version__}, database {redacted(uri)}")
-    # A revision this image's migrations do not contain was written by a newer MLflow (a
-    # rollback, or an older image pinned by hand). Alembic would fail half-way through its own
-    # revision walk ("Can't locate revision"); stop before any statement runs, and say what
-    # to do instead.
-    for label, _table, script in schemas(with_auth):
-        if before[label] is not None and not _known(script, before[label]):
-            fail(newer_schema(label, before[label], script.get_current_head()))
+    before = revisions(engine, with_auth)
+    changes = due(before, with_auth)
+    if changes:
+        location = require_backup(changes)
+        if location:
+            record_backup(engine, location, before["tracking"])
     if before["tracking"] != tracking_script().get_current_head():
         check_mysql_binlog(engine)
     # The same code path as `mlflow db upgrade URI`, in process so the URI (which may hold a
@@ -186,7 +221,7 @@ def wait(uri: str, with_auth: bool, timeout: float) -> None:
                 continue
             known = revision is None or _known(script, revision)
             if not known:
-                fail(newer_schema(label, revision, head))
+                fail(newer_schema(label, revision, head, engine))
             pending.append(f"{label} schema at {revision or 'empty'}, waiting for {head}")
         if not pending:
             log("schema is current")
@@ -220,13 +255,216 @@ def write_auth_config(path: str, uri: str) -> None:
     log(f"wrote basic-auth config {path}")
 
 
-def newer_schema(label: str, revision: str, head: str) -> str:
+def newer_schema(label: str, revision: str, head: str, engine=None) -> str:
     import mlflow
 
-    return (f"the {label} schema is newer than this image: the database is at revision "
-            f"{revision}, which MLflow {mlflow.__version__} (head {head}) does not know, so a "
-            "newer MLflow migrated it. Nothing was changed. Roll forward to the chart and image "
-            "that migrated it, or restore the database backup taken before that upgrade.")
+    message = (f"the {label} schema is newer than this image: the database is at revision "
+               f"{revision}, which MLflow {mlflow.__version__} (head {head}) does not know, so "
+               "a newer MLflow migrated it. Nothing was changed. Roll forward to the chart and "
+               "image that migrated it, or restore ")
+    found = backups_from(engine, tracking_script().get_current_head()) if engine else []
+    if not found:
+        return message + "the database backup taken before that upgrade."
+    taken_at, by_version, location = found[0]
+    return (message + f"the backup taken before that upgrade: {location} (taken {taken_at} by "
+            f"the migration of MLflow {by_version}; chart README, Backups, says how).")
+
+
+# ------------------------------------------------------------------ backups before migrating ----
+
+BACKUPS_TABLE = "mlflow_helm_backups"
+
+
+def _backups_table():
+    import sqlalchemy as sa
+
+    return sa.Table(
+        BACKUPS_TABLE, sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("taken_at", sa.String(32), nullable=False),
+        sa.Column("mlflow_version", sa.String(64), nullable=False),
+        sa.Column("from_revision", sa.String(64), nullable=False),
+        sa.Column("location", sa.String(1024), nullable=False),
+    )
+
+
+def record_backup(engine, location: str, from_revision: str | None) -> None:
+    """Note the backup in the database itself: the one place every image version reads."""
+    import mlflow
+
+    table = _backups_table()
+    with engine.begin() as conn:
+        table.metadata.create_all(conn, checkfirst=True)
+        conn.execute(table.insert().values(
+            taken_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            mlflow_version=mlflow.__version__, from_revision=from_revision or "",
+            location=location))
+
+
+def backups_from(engine, revision: str) -> list[tuple[str, str, str]]:
+    """(taken_at, MLflow version, location) of the backups taken of the database at tracking
+    `revision`, newest first; [] when there are none (or no record table)."""
+    import sqlalchemy as sa
+
+    table = _backups_table()
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.taken_at, table.c.mlflow_version, table.c.location)
+                .where(table.c.from_revision == revision).order_by(table.c.id.desc())).all()
+    except sa.exc.DBAPIError:
+        return []
+    return [tuple(row) for row in rows]
+
+
+def require_backup(changes: list[str]) -> str:
+    """The backup of the database as it is now, before `changes`; exits when there is none.
+    Returns where it is ("" when the user opted out)."""
+    import mlflow
+
+    mode = os.environ.get("MLFLOW_BACKUP_MODE", "")
+    what = "; ".join(changes)
+    if mode == "off":
+        log(f"WARNING: migrating ({what}) without a backup: migrations.backup.enabled is false")
+        return ""
+    if mode == "cloudsql":
+        backup_id = os.environ.get("MLFLOW_BACKUP_CLOUDSQL_ID", "")
+        taken_for = os.environ.get("MLFLOW_BACKUP_CLOUDSQL_FOR", "")
+        instance = os.environ.get("MLFLOW_BACKUP_CLOUDSQL_INSTANCE", "")
+        if not backup_id or taken_for != mlflow.__version__:
+            stale = (f" (the backup named is {backup_id}, taken for MLflow {taken_for or '?'})"
+                     if backup_id else "")
+            fail(f"no backup, no migration: this migration ({what}) needs an on-demand backup of "
+                 f"Cloud SQL instance {instance} taken for MLflow {mlflow.__version__}{stale}. "
+                 "mlflow-helm install takes one before upgrading. With plain helm or GitOps: "
+                 f"gcloud sql backups create --instance {instance.split(':')[-1]}, then set "
+                 "migrations.backup.cloudSql.backupId to its ID and "
+                 f"migrations.backup.cloudSql.mlflowVersion={mlflow.__version__}; or set "
+                 "migrations.backup.enabled=false to migrate without one. Nothing was changed.")
+        location = f"Cloud SQL backup {backup_id} of instance {instance}"
+        log(f"backup: {location}, taken for MLflow {taken_for}")
+        return location
+    if mode != "dump":
+        fail(f"no backup, no migration: MLFLOW_BACKUP_MODE is {mode!r} (dump, cloudsql or off). "
+             "Nothing was changed.")
+    plan_dir = os.environ.get("MLFLOW_BACKUP_PLAN_DIR", "")
+    marker = os.path.join(plan_dir, "backup")
+    path = ""
+    if plan_dir and os.path.exists(marker):
+        with open(marker) as handle:
+            path = handle.read().strip()
+    if not path or not os.path.isfile(path):
+        fail(f"no backup, no migration: this migration ({what}) found no dump from the backup "
+             f"init container (no {marker}, or the file it names is missing). Check its log: "
+             "kubectl logs job/<the migration Job> -c backup. Nothing was changed.")
+    size = os.path.getsize(path)
+    destination = os.environ.get("MLFLOW_BACKUP_DESTINATION", "")
+    if destination.startswith("gs://"):
+        location = upload(path, f"{destination.rstrip('/')}/{plan_value(plan_dir, 'DATE')}/"
+                                f"{os.path.basename(path)}")
+    else:
+        location = path
+    log(f"backup: {location}, {size} bytes, verified; migrating ({what})")
+    return location
+
+
+def upload(path: str, url: str) -> str:
+    """Copy the dump to GCS and check it arrived whole: the client compares the CRC32C it
+    computed with the one GCS returns, and the object's size is read back. Never overwrites."""
+    from google.cloud import storage
+
+    bucket_name, _, name = url[len("gs://"):].partition("/")
+    blob = storage.Client().bucket(bucket_name).blob(name)
+    try:
+        blob.upload_from_filename(path, checksum="crc32c", if_generation_match=0)
+        blob.reload()
+    except Exception as exc:  # any failure means no backup: say which
+        fail(f"no backup, no migration: uploading the dump to {url} failed: "
+             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Check the "
+             "server's Google service account may create objects in the bucket. "
+             "Nothing was changed.")
+    if blob.size != os.path.getsize(path):
+        fail(f"no backup, no migration: {url} holds {blob.size} bytes, the dump "
+             f"{os.path.getsize(path)}. Nothing was changed.")
+    return url
+
+
+def plan_value(plan_dir: str, key: str) -> str:
+    import shlex
+
+    with open(os.path.join(plan_dir, "plan")) as handle:
+        for line in handle:
+            name, _, value = line.strip().partition("=")
+            if name == f"MLFLOW_BACKUP_{key}":
+                return shlex.split(value)[0]
+    fail(f"backup plan {plan_dir}/plan has no MLFLOW_BACKUP_{key}")
+    return ""
+
+
+def backup_plan(uri: str, with_auth: bool, timeout: float) -> None:
+    """Write what backup.sh needs to dump the database, when a migration is due."""
+    import shlex
+
+    from sqlalchemy.engine import make_url
+
+    plan_dir = os.environ.get("MLFLOW_BACKUP_PLAN_DIR", "")
+    if not plan_dir:
+        fail("MLFLOW_BACKUP_PLAN_DIR is not set")
+    engine = wait_for_database(uri, timeout)
+    changes = due(revisions(engine, with_auth), with_auth)
+    if not changes:
+        log("no migration due on a database with data: no backup needed")
+        return
+    url = make_url(uri)
+    stamp = time.gmtime()
+    revision = current_revision(engine) or "empty"
+    plan = {
+        "ENGINE": "mysql" if url.get_backend_name() == "mysql" else "postgresql",
+        "NAME": f"{url.database}-{time.strftime('%Y%m%dT%H%M%SZ', stamp)}-from-{revision}",
+        "DATE": time.strftime("%Y-%m-%d", stamp),
+    }
+    env = {f"MLFLOW_BACKUP_{k}": v for k, v in plan.items()}
+    password = url.password if url.password is not None else os.environ.get("PGPASSWORD")
+    host, port = url.host or "localhost", str(url.port or "")
+    if plan["ENGINE"] == "postgresql":
+        env.update(PGHOST=host, PGPORT=port or "5432", PGUSER=url.username or "",
+                   PGDATABASE=url.database or "")
+        for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+            if key in url.query:
+                env[f"PG{key.upper()}"] = str(url.query[key])
+        if password is not None:
+            pgpass = os.path.join(plan_dir, "pgpass")
+            fields = [host, env["PGPORT"], env["PGDATABASE"], env["PGUSER"], password]
+            _write_secret(pgpass, ":".join(f.replace("\\", "\\\\").replace(":", "\\:")
+                                           for f in fields) + "\n")
+            env["PGPASSFILE"] = pgpass
+    else:
+        env["MYSQL_DATABASE"] = url.database or ""
+        lines = ["[client]", f"host={host}", f"port={port or '3306'}",
+                 f"user={_option(url.username or '')}"]
+        if password is not None:
+            lines.append(f"password={_option(password)}")
+        if "charset" in url.query:
+            lines.append(f"default-character-set={url.query['charset']}")
+        for key in ("ssl_ca", "ssl_cert", "ssl_key"):
+            if key in url.query:
+                lines.append(f"{key.replace('_', '-')}={_option(str(url.query[key]))}")
+        _write_secret(os.path.join(plan_dir, "my.cnf"), "\n".join(lines) + "\n")
+    _write_secret(os.path.join(plan_dir, "plan"),
+                  "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
+    log(f"migration due ({'; '.join(changes)}): the backup container dumps the database first "
+        f"as {plan['NAME']}")
+
+
+def _option(value: str) -> str:
+    """A MySQL option-file value: double-quoted, with backslash escapes."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _write_secret(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def _known(script, revision: str) -> bool:
@@ -301,7 +539,7 @@ def grant(uri: str, engine: str, database: str, grantee: str, timeout: float) ->
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="db.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["upgrade", "wait", "grant"])
+    parser.add_argument("command", choices=["upgrade", "wait", "grant", "backup-plan"])
     parser.add_argument("--auth", action="store_true", help="also the basic-auth schema")
     parser.add_argument("--write-auth-config", metavar="PATH", help="write the basic-auth config")
     parser.add_argument("--timeout", type=float, default=float(os.environ.get("TIMEOUT", 600)))
@@ -319,6 +557,8 @@ def main(argv: list[str] | None = None) -> None:
         fail("MLFLOW_BACKEND_STORE_URI is not set")
     if args.command == "upgrade":
         upgrade(uri, args.auth, args.timeout)
+    elif args.command == "backup-plan":
+        backup_plan(uri, args.auth, args.timeout)
     else:
         wait(uri, args.auth, args.timeout)
         if args.write_auth_config:

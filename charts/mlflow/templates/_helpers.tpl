@@ -710,3 +710,50 @@ subnets regional and internal ALBs connect from. */}}
 {{- with .Values.server.uvicornOpts }}{{ $opts = append $opts . }}{{ end }}
 {{- join " " $opts }}
 {{- end }}
+
+{{/*
+Backups before migrating (migrations.backup): "off" (opted out), "cloudsql" (the instance's
+on-demand backup named in values) or "dump" (a logical dump by the Job's backup init container).
+*/}}
+{{- define "mlflow.migrateBackup.mode" -}}
+{{- if not .Values.migrations.backup.enabled }}off
+{{- else if eq .Values.database.type "cloudsql" }}cloudsql
+{{- else }}dump{{ end }}
+{{- end }}
+
+{{/* Where a dump goes: gcs or volume. */}}
+{{- define "mlflow.migrateBackup.destination" -}}
+{{- $d := .Values.migrations.backup.destination }}
+{{- if eq $d "auto" }}{{ ternary "gcs" "volume" (eq .Values.artifacts.type "gcs") }}
+{{- else }}{{ $d }}{{ end }}
+{{- end }}
+
+{{/* gs://bucket/prefix/namespace/release: the dumps' folder in GCS (dated folders below it). */}}
+{{- define "mlflow.migrateBackup.gcsUrl" -}}
+{{- $g := .Values.migrations.backup.gcs }}
+{{- $bucket := $g.bucket | default .Values.artifacts.gcs.bucket }}
+{{- printf "gs://%s/%s" $bucket (compact (list (trimAll "/" $g.prefix) .Release.Namespace .Release.Name) | join "/") }}
+{{- end }}
+
+{{/* The client image of the dump: the in-cluster PostgreSQL's own, or the engine's. */}}
+{{- define "mlflow.migrateBackup.image" -}}
+{{- if eq .Values.database.type "incluster" }}{{ include "mlflow.postgresql.image" . }}
+{{- else }}
+{{- $image := ternary .Values.migrations.backup.mysqlImage .Values.migrations.backup.postgresqlImage (eq (include "mlflow.db.engine" .) "mysql") }}
+{{- include "mlflow.imageRef" (dict "image" $image "defaultTag" "latest" "registry" (include "mlflow.globalImageRegistry" .)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the release has the backup volume (backups.persistence): for the scheduled dumps
+of the in-cluster PostgreSQL, or for the dumps before migrating when they go to a volume.
+*/}}
+{{- define "mlflow.backupVolume.enabled" -}}
+{{- $scheduled := and (eq .Values.database.type "incluster") .Values.postgresql.backup.enabled }}
+{{- $migration := and (eq (include "mlflow.migrateBackup.mode" .) "dump") (eq (include "mlflow.migrateBackup.destination" .) "volume") }}
+{{- if or $scheduled $migration }}true{{ end }}
+{{- end }}
+
+{{- define "mlflow.backupVolume.claim" -}}
+{{- tpl (.Values.backups.persistence.existingClaim | default (include "mlflow.componentName" (list . "backups"))) . }}
+{{- end }}
