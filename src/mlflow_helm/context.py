@@ -34,6 +34,9 @@ class Facts:
     connection_name: str = ""
     ip_type: str = ""
     bucket_location: str = ""
+    # The Cloud SQL backup the chart's migration Job may migrate after (migrations.backup.
+    # cloudSql): the one this run took, else the one the deployed release names.
+    cloudsql_backup: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 

@@ -212,6 +212,21 @@ def preflight(ctx: Context, cluster: bool = True) -> None:
         pool_project_number(ctx)
     if opts.uses_gcp and opts.database == "cloudsql":
         check_connection_budget(ctx)
+        if cluster:
+            carry_cloudsql_backup(ctx)
+
+
+def carry_cloudsql_backup(ctx: Context) -> None:
+    """Keep naming the backup the deployed release's migration was allowed to migrate after.
+    A re-run that takes no backup (same MLflow image) then renders the same migration Job and
+    converges; the Job checks the backup was taken for its own MLflow version, so the old one
+    can never let a newer version migrate."""
+    current = ctx.helm.release(ctx.opts.release, ctx.opts.namespace)
+    named = ((((current or {}).get("values") or {}).get("migrations") or {})
+             .get("backup") or {}).get("cloudSql") or {}
+    if named.get("backupId"):
+        ctx.facts.cloudsql_backup = {"backupId": str(named["backupId"]),
+                                     "mlflowVersion": str(named.get("mlflowVersion") or "")}
 
 
 def check_connection_budget(ctx: Context) -> None:

@@ -38,6 +38,9 @@ def compute_values(ctx: Context) -> dict[str, Any]:
             cloudsql.update(user=opts.db_user, existingSecret=opts.db_secret_name,
                             secretKey=PASSWORD_KEY)
         values["database"] = {"type": "cloudsql", "cloudsql": cloudsql}
+        if facts.cloudsql_backup:
+            # The chart's migration Job migrates a schema with data only after this backup.
+            values["migrations"] = {"backup": {"cloudSql": dict(facts.cloudsql_backup)}}
     elif opts.database == "external":
         values["database"] = {"type": "external", "external": {
             "existingSecret": opts.db_secret_name, "uriKey": "uri"}}

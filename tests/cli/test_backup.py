@@ -69,10 +69,19 @@ def test_an_upgrade_of_mlflow_is_backed_up_first(world):
     # Taken, and read back, before Helm was asked to upgrade.
     checked = next(c for c in world.google.calls if c.op == "backupRuns.get")
     assert checked.end < world.helm_calls("upgrade")[-1]["t"]
-    # The new image is deployed now: the next run takes no backup.
+    # The chart's migration Job migrates only after a backup taken for its MLflow version
+    # (charts/mlflow/files/db.py, MLFLOW_BACKUP_MODE=cloudsql): the upgrade names this one.
+    upgrade = world.helm_calls("upgrade")[-1]
+    named = {"backupId": run["id"], "mlflowVersion": "3.17.2"}
+    assert json.loads(upgrade["stdin"])["migrations"]["backup"]["cloudSql"] == named
+    # The new image is deployed now: the next run takes no backup, names the same one, and
+    # so renders the same migration Job: nothing to do.
     again = install(world)
     assert again.exit_code == 0, again.output
     assert len(runs(world)) == 1
+    assert "unchanged" in again.stdout and "helm release" in again.stdout
+    assert "~ update    helm release" not in again.stdout
+    assert len(world.helm_calls("upgrade")) == 2
 
 
 def test_a_failed_backup_operation_is_started_once_more(world):
@@ -112,3 +121,14 @@ def test_dry_run_shows_the_backup_and_takes_none(world):
     assert result.exit_code == 0, result.output
     assert "+ create    cloud sql backup             pg" in result.stdout
     assert backup_calls(world) == []
+
+
+def test_the_mlflow_version_an_image_runs():
+    from mlflow_helm.steps.release import mlflow_version
+
+    assert mlflow_version(NEW, "3.17.2") == "3.17.2"
+    assert mlflow_version("ghcr.io/mlflow/mlflow:v3.18.0rc1", "3.17.2") == "3.18.0rc1"
+    assert mlflow_version("registry.example:5000/team/mlflow:3.16.1", "3.17.2") == "3.16.1"
+    # A tag that says nothing: the chart's appVersion, or nothing for a chart not read here.
+    assert mlflow_version("registry.example:5000/team/mlflow:prod-42", "3.17.2") == "3.17.2"
+    assert mlflow_version("ghcr.io/mlflow/mlflow@sha256:" + "a" * 64, "chart 0.2.0") == ""

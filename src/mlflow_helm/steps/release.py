@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from pathlib import Path
 
 import yaml
@@ -222,6 +223,17 @@ def mlflow_image(values: dict, defaults: dict, app_version: str) -> str:
     return f"{ref}:{image.get('tag') or f'v{app_version}-full'}"
 
 
+def mlflow_version(image: str, app_version: str) -> str:
+    """The MLflow version an image runs: its tag's (v3.17.2-full, 3.17.2), else the chart's
+    appVersion (the chart's default image is v<appVersion>-full); "" when neither says.
+    The migration Job compares it with the MLflow it really runs (files/db.py)."""
+    tag = image.rsplit("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
+    match = re.match(r"v?(\d+\.\d+\.\d+(?:(?:rc|a|b|\.post|\.dev)\d+)?)(?:-|$)", tag)
+    if match:
+        return match.group(1)
+    return "" if app_version.startswith("chart ") else app_version
+
+
 def app_version_of(chart: str, version: str) -> str:
     """Chart.yaml's appVersion; a chart from a registry is not read here, so its version
     stands for it (a new chart version may bring a new MLflow)."""
@@ -262,7 +274,8 @@ class BackupStep(Step):
             return []
         return [self.change(CREATE, "cloud sql backup", self.opts.instance_name,
                             f"on demand, before the upgrade from {running} to {target} "
-                            f"migrates {self.opts.database_name}", target=target)]
+                            f"migrates {self.opts.database_name}", target=target,
+                            mlflow=mlflow_version(target, app_version_of(chart, version)))]
 
     def apply(self, changes: list[Change]) -> None:
         instance = self.opts.instance_name
@@ -271,6 +284,9 @@ class BackupStep(Step):
         backup_id = self.ctx.sql.backup(self.ctx.instance_project, instance, description)
         self.ctx.say(f"  backup {backup_id} of {instance} is SUCCESSFUL; to go back: "
                      f"`gcloud sql backups restore {backup_id} --restore-instance {instance}`")
+        # The migration Job of the upgrade checks for this backup, taken for its MLflow.
+        self.ctx.facts.cloudsql_backup = {"backupId": str(backup_id),
+                                          "mlflowVersion": changes[0].data["mlflow"]}
 
 
 def chart_defaults(chart: str) -> dict:
@@ -392,7 +408,11 @@ class ReleaseStep(Step):
         from ..retry import ticking
 
         chart, version = chart_ref(self.opts)
-        values, files, sets = self._helm_args(changes[0].data["values"])
+        values = changes[0].data["values"]
+        if self.ctx.facts.cloudsql_backup:  # the backup step of this run may have taken one
+            values = deep_merge(values, {"migrations": {"backup": {
+                "cloudSql": dict(self.ctx.facts.cloudsql_backup)}}})
+        values, files, sets = self._helm_args(values)
         what = f"helm upgrade --install {self.opts.release}"
         self.ctx.say(f"  {what} (up to {self.timeout})")
         with ticking(self.ctx.say, what, self.ctx.apis.retry.report_every * 3):
