@@ -380,6 +380,27 @@ def test(**kw) -> None:
 
 @main.command()
 @cluster_options
+@click.argument("revision", type=click.IntRange(min=1), required=False)
+@click.option("--after-restore", is_flag=True,
+              help="Roll back to an older MLflow: you restored the backup taken before the "
+                   "newer one migrated (the refusal names it), so the schema fits again.")
+@click.option("--dry-run", is_flag=True, help="Say what the rollback would do; change nothing.")
+@handle_errors
+def rollback(revision: int | None, after_restore: bool, **kw) -> None:
+    """Roll the release back to REVISION (default: the previous one), like `helm rollback`,
+    but never to an MLflow older than the schema: that is refused, naming the backup.
+
+    One argument of digits only is the REVISION of release `mlflow` (`rollback 3`)."""
+    from .rollback import do_rollback
+
+    if revision is None and kw["release"].isdigit():
+        revision, kw["release"] = int(kw["release"]), "mlflow"
+    opts = build_options(**kw)
+    emit(do_rollback(build_context(opts), revision, after_restore), opts)
+
+
+@main.command()
+@cluster_options
 @cloud_options
 @click.option("--create-secrets", is_flag=True,
               help="Create the Secrets the manifests read (database password, basic-auth, AI "

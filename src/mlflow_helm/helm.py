@@ -294,6 +294,37 @@ class Helm:
         except herrors.Error as exc:
             return False, _output(exc)
 
+    def history(self, release: str, namespace: str) -> list[dict]:
+        """`helm history -o json`: one entry per kept revision, oldest first, with revision,
+        status, chart (NAME-VERSION), app_version and description (Helm 3.17.3
+        cmd/helm/history.go and 4.1.4 pkg/cmd/history.go, releaseInfo); [] when absent."""
+        found, entries = self._on_release(
+            self.command.history(release, namespace=namespace), f"helm history {release}")
+        return sorted(entries or [], key=lambda e: int(e["revision"])) if found else []
+
+    def values_at(self, release: str, namespace: str, revision: int) -> dict:
+        """The computed values (chart defaults and user values) of one revision."""
+        import pyhelm3.errors as herrors
+
+        try:
+            return self._run(self.command.get_values(release, computed=True,
+                                                     namespace=namespace, revision=revision))
+        except herrors.Error as exc:
+            raise HelmFailed(f"helm get values {release} --revision {revision} failed: "
+                             f"{_output(exc)}") from exc
+
+    def rollback(self, release: str, namespace: str, revision: int, timeout: str) -> None:
+        """`helm rollback` with --wait --wait-for-jobs, as install and upgrade wait."""
+        import pyhelm3.errors as herrors
+
+        self._releases.pop((release, namespace), None)
+        try:
+            self._run(self.command.rollback(release, revision, namespace=namespace,
+                                            timeout=timeout, wait=True))
+        except herrors.Error as exc:
+            raise HelmFailed(f"helm rollback {release} {revision} failed: "
+                             f"{_output(exc)}") from exc
+
     def uninstall(self, release: str, namespace: str) -> bool:
         self._releases.pop((release, namespace), None)
         found, _ = self._on_release(

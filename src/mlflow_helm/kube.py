@@ -335,6 +335,15 @@ class Kube:
                 return False
             raise
 
+    def list_jobs(self, namespace: str, selector: str) -> list[str]:
+        """Names of the Jobs whose labels match `selector`, newest first."""
+        found = self._call(lambda: self._request(
+            "GET", self._jobs(namespace), query=[("labelSelector", selector)]),
+            f"list jobs in {namespace}")
+        items = sorted(found.get("items") or [], reverse=True,
+                       key=lambda j: (j.get("metadata") or {}).get("creationTimestamp", ""))
+        return [(j.get("metadata") or {}).get("name", "") for j in items]
+
     def get_job(self, namespace: str, name: str) -> dict | None:
         found, job = self._unless_absent(
             lambda: self._request("GET", f"{self._jobs(namespace)}/{quote(name)}"),

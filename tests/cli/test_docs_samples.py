@@ -216,6 +216,22 @@ def interrupt_session(directory: Path, op_seconds: float) -> dict[str, Output]:
     return out
 
 
+def rollback_session(directory: Path, op_seconds: float) -> dict[str, Output]:
+    """An upgrade from MLflow 2.22 (the release as that chart left it), then rollbacks."""
+    with fake_world(directory, op_seconds=op_seconds) as (fakes, _counts):
+        cli = Session(directory, fakes)
+        flags = ("--database", "cloudsql", "--cloudsql-instance", "pg", "--skip-tests")
+        cli("install", *flags)
+        state_file = Path(fakes["HELM_STATE"])
+        state = json.loads(state_file.read_text())
+        state["mlflow/mlflow"]["appVersion"] = "2.22.0"
+        state_file.write_text(json.dumps(state))
+        out = {"rollback-upgrade": cli("install", *flags)}
+        out["rollback-refused"] = cli("rollback", code=2)
+        out["rollback-after-restore"] = cli("rollback", "--after-restore")
+    return out
+
+
 def local_session(directory: Path, op_seconds: float) -> dict[str, Output]:
     with fake_world(directory, op_seconds=op_seconds) as (fakes, _counts):
         return {"install-local": Session(directory, fakes)("install", "--local")}
@@ -229,6 +245,11 @@ def gke(tmp_path_factory) -> dict[str, Output]:
 @pytest.fixture(scope="module")
 def interrupt(tmp_path_factory) -> dict[str, Output]:
     return interrupt_session(tmp_path_factory.mktemp("interrupt"), op_seconds=0.05)
+
+
+@pytest.fixture(scope="module")
+def rollback(tmp_path_factory) -> dict[str, Output]:
+    return rollback_session(tmp_path_factory.mktemp("rollback"), op_seconds=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +277,7 @@ SESSIONS = {
             "status-record-kept"),
     "interrupt": ("interrupt", "interrupt-resume"),
     "local": ("install-local",),
+    "rollback": ("rollback-upgrade", "rollback-refused", "rollback-after-restore"),
     "quickstart": ("quickstart-no-cluster", "quickstart-kind"),
 }
 PRODUCED = {sample: session for session, samples in SESSIONS.items() for sample in samples}
@@ -300,7 +322,8 @@ def write(directory: Path) -> None:
     samples need the pytest fixtures; their test shows any difference."""
     fresh = {**gke_session(directory / "gke", 2.0),
              **interrupt_session(directory / "interrupt", 2.0),
-             **local_session(directory / "local", 2.0)}
+             **local_session(directory / "local", 2.0),
+             **rollback_session(directory / "rollback", 2.0)}
     for doc in DOCS:
         text = doc.read_text()
 

@@ -1,9 +1,9 @@
-"""A `helm` stand-in for the calls that need a live cluster: upgrade --install, test,
-status, get, uninstall. It records each call (argv, values on stdin) as a JSON line, keeps
-release state in a JSON file, and proves every upgrade is one the real Helm accepts. With
-Helm 4, the same argv (flags included) and values run through the real
-`helm upgrade --dry-run=client` against the fake Kubernetes API; Helm 3's dry run needs API
-discovery the fake does not serve, so there the chart is rendered with `helm template` and
+"""A `helm` stand-in for the calls that need a live cluster: upgrade --install, test, status, get,
+history, rollback, uninstall. It records each call (argv, values on stdin) as a JSON line,
+keeps release state (and the kept revisions) in a JSON file, and proves every upgrade is one
+the real Helm accepts. With Helm 4, the same argv (flags included) and values run through the
+real `helm upgrade --dry-run=client` against the fake Kubernetes API; Helm 3's dry run needs
+API discovery the fake does not serve, so there the chart is rendered with `helm template` and
 the same values. Everything else (version, template, lint, package, push) is the real Helm.
 
 `test` runs the release's test hooks as the real major does (see `run_tests`): delete
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-LIVE = {"upgrade", "test", "status", "uninstall", "get", "install"}
+LIVE = {"upgrade", "test", "status", "uninstall", "get", "install", "history", "rollback"}
 
 
 def write_stand_in(helm: Path) -> Path:
@@ -63,16 +63,20 @@ def user_value_args(argv: list[str]) -> list[str]:
     return [x for i, a in enumerate(argv[:-1]) if a in USER_VALUE_FLAGS for x in (a, argv[i + 1])]
 
 
-def supplied_values(real: str, argv: list[str], stdin: str) -> dict:
+def supplied_values(real: str, argv: list[str], stdin: str, defaults: Path | None = None) -> dict:
     """What `helm get values` would return after this upgrade: the user-supplied values as
     the real Helm merges them (-f in order, then --set-json, --set, --set-string,
     --set-file), read back by rendering a chart with no defaults whose one template is
-    `toJson .Values`. No model of strvals of our own."""
+    `toJson .Values`. No model of strvals of our own. With `defaults` (a chart's values.yaml)
+    as that chart's own values: `helm get values --all`, coalesced by the real Helm too."""
+    import shutil
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         chart = Path(tmp) / "values-dump"
         (chart / "templates").mkdir(parents=True)
+        if defaults is not None and defaults.exists():
+            shutil.copy(defaults, chart / "values.yaml")
         (chart / "Chart.yaml").write_text("apiVersion: v2\nname: values-dump\nversion: 0.1.0\n")
         (chart / "templates" / "values.yaml").write_text("{{ toJson .Values }}\n")
         out = subprocess.run([real, "template", "dump", str(chart), *user_value_args(argv)],
@@ -282,11 +286,56 @@ def handle(argv: list[str], stdin: str, state: dict, pods: dict, real: str) -> i
         if release is None:
             print("Error: release: not found", file=sys.stderr)
             return 1
+        revisions = [release, *release.get("history", [])]
+        wanted = flag_values(argv, "--revision")
+        if wanted:
+            found = [r for r in revisions if str(r["revision"]) == wanted[0]]
+            if not found:
+                print("Error: release: not found", file=sys.stderr)
+                return 1
+            release = found[0]
         if argv[1] == "metadata":
             print(json.dumps({k: release[k] for k in ("name", "chart", "version", "appVersion",
                                                        "namespace", "revision", "status")}))
+        elif "--all" in argv:
+            print(json.dumps(release.get("computed", release["values"])))
         else:
             print(json.dumps(release["values"]))
+        return 0
+    if cmd == "history":
+        release = state.get(f"{ns}/{argv[1]}")
+        if release is None:
+            print("Error: release: not found", file=sys.stderr)
+            return 1
+        # Helm 3.17.3 cmd/helm/history.go and 4.1.4 pkg/cmd/history.go: releaseInfo, oldest
+        # first, chart as NAME-VERSION.
+        entries = sorted([release, *release.get("history", [])], key=lambda r: r["revision"])
+        print(json.dumps([{"revision": r["revision"], "updated": "2026-01-01T00:00:00Z",
+                           "status": r["status"], "chart": f"{r['chart']}-{r['version']}",
+                           "app_version": r["appVersion"],
+                           "description": r.get("description", "Upgrade complete")}
+                          for r in entries]))
+        return 0
+    if cmd == "rollback":
+        key = f"{ns}/{argv[1]}"
+        release = state.get(key)
+        if release is None:
+            print("Error: release: not found", file=sys.stderr)
+            return 1
+        older = release.pop("history", [])
+        target_rev = int(argv[2]) if len(argv) > 2 and argv[2].isdigit() else \
+            release["revision"] - 1
+        target = next((r for r in older if r["revision"] == target_rev), None)
+        if target is None:
+            print(f'Error: release has no {target_rev} version', file=sys.stderr)
+            return 1
+        # pkg/action/rollback.go (both majors): a new revision, a copy of the target's
+        # chart and values, "Rollback to N"; the deployed one becomes superseded.
+        release["status"] = "superseded"
+        state[key] = {**target, "revision": release["revision"] + 1, "status": "deployed",
+                      "description": f"Rollback to {target_rev}",
+                      "history": [*older, release]}
+        print("Rollback was a success! Happy Helming!")
         return 0
     if cmd == "upgrade":
         name, chart = argv[1], argv[2]
@@ -315,12 +364,23 @@ def handle(argv: list[str], stdin: str, state: dict, pods: dict, real: str) -> i
         meta = yaml.safe_load((Path(chart) / "Chart.yaml").read_text()) if Path(
             chart).is_dir() else {"name": "mlflow", "version": "0.0.0", "appVersion": ""}
         key = f"{ns}/{name}"
-        revision = state.get(key, {}).get("revision", 0) + 1
+        previous = state.get(key)
+        revision = (previous or {}).get("revision", 0) + 1
+        history = []
+        if previous is not None:
+            history = previous.pop("history", [])
+            previous["status"] = "superseded"
+            history.append(previous)
         state[key] = {"name": name, "chart": meta["name"], "version": str(meta["version"]),
                       "appVersion": str(meta.get("appVersion", "")), "namespace": ns,
                       "revision": revision, "status": "deployed", "values": values,
+                      "computed": supplied_values(real, argv, stdin,
+                                                  Path(chart) / "values.yaml"),
+                      "description": "Install complete" if revision == 1
+                      else "Upgrade complete",
                       "manifest_objects": sum(1 for d in docs if not hook_events(d)),
-                      "test_hooks": test_hooks(docs)}
+                      "test_hooks": test_hooks(docs),
+                      "history": history[-9:]}  # --history-max 10
         print(json.dumps({"name": name, "namespace": ns, "version": revision,
                           "info": {"status": "deployed"}}))
         return 0

@@ -5,8 +5,9 @@ an equality labelSelector, create, replace, delete, 409 AlreadyExists, 404 NotFo
 Status objects), plus enough discovery for Helm to look up a release in its Secret storage.
 Logs calls with read/mutating classification.
 
-ServiceAccounts (core/v1) and batch/v1 Jobs, for the one-time grant Job the CLI runs
-(src/mlflow_helm/dbgrant.py). No kubelet runs here: `job_runner(job, fake) -> (ok, log)`
+ServiceAccounts (core/v1) and batch/v1 Jobs (get, list by labelSelector, create, delete),
+for the one-time grant Job the CLI runs (src/mlflow_helm/dbgrant.py) and the migration Job
+rollback reads (`add_finished_job`). No kubelet runs here: `job_runner(job, fake) -> (ok, log)`
 stands in for the Job controller and its pod. It is called once per created Job, in a thread;
 its outcome becomes the Job's status as batch/v1 reports it (a condition of type Complete or
 Failed with status "True", `succeeded`/`failed` counts: JobStatus,
@@ -273,6 +274,12 @@ class FakeKube:
             self._threads.append(thread)
             thread.start()
             return 201, job, "jobs.create"
+        if method == "GET" and not name:
+            wanted = dict(p.split("=", 1) for p in selector.split(",") if "=" in p)
+            items = [copy.deepcopy(j) for (n, _), j in self.jobs.items() if n == ns and all(
+                (j["metadata"].get("labels") or {}).get(a) == b for a, b in wanted.items())]
+            return 200, {"kind": "JobList", "apiVersion": "batch/v1", "items": items}, \
+                "jobs.list"
         job = self.jobs.get((ns, name))
         if job is None:
             return 404, _status(404, "NotFound", f'jobs.batch "{name}" not found'), \
@@ -367,6 +374,22 @@ class FakeKube:
             del self.objects[key]
             return 200, _status(200, "", "deleted") | {"status": "Success"}, op
         return 405, _status(405, "MethodNotAllowed", method), op
+
+    def add_finished_job(self, ns: str, name: str, labels: dict, log: str) -> None:
+        """A Job Helm created (a release's migration Job) that ran to completion, with its
+        pod and that pod's log, as the Job controller and kubelet leave them."""
+        with self.lock:
+            self.jobs[(ns, name)] = self._meta({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": name, "namespace": ns, "labels": labels,
+                             "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {}, "status": {"succeeded": 1, "conditions": [
+                    {"type": "Complete", "status": "True"}]}})
+            pod_name = f"{name}-x7k2p"
+            self.pods[(ns, pod_name)] = {"job": (ns, name), "log": log, "meta": {
+                "metadata": {"name": pod_name, "namespace": ns,
+                             "creationTimestamp": "2026-01-01T00:00:00Z",
+                             "labels": {JOB_LABEL: name, "job-name": name}}}}
 
     def lease(self, ns: str, name: str) -> dict | None:
         obj = self.objects.get(("leases", ns, name))
