@@ -369,12 +369,35 @@ class Kube:
         if not pods:
             return ""
         newest = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
-        name = newest["metadata"]["name"]
+        return self._pod_log(namespace, newest["metadata"]["name"], container, lines)
+
+    def failed_container(self, namespace: str, job: str, lines: int = 30) -> tuple[str, str] | None:
+        """(container, last log lines) of the newest pod of the Job with a container that
+        exited non-zero: init containers first, as they ran (core/v1 PodStatus
+        initContainerStatuses, containerStatuses: state.terminated.exitCode); None when no
+        container of it failed."""
+        pods = self._call(lambda: self._request(
+            "GET", f"/api/v1/namespaces/{quote(namespace)}/pods",
+            query=[("labelSelector", f"batch.kubernetes.io/job-name={job}")]),
+            f"list the pods of job {namespace}/{job}").get("items") or []
+        for pod in sorted(pods, reverse=True,
+                          key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", "")):
+            status = pod.get("status") or {}
+            for container in [*(status.get("initContainerStatuses") or []),
+                              *(status.get("containerStatuses") or [])]:
+                ended = ((container.get("state") or {}).get("terminated")
+                         or (container.get("lastState") or {}).get("terminated") or {})
+                if ended.get("exitCode", 0) != 0:
+                    return container["name"], self._pod_log(
+                        namespace, pod["metadata"]["name"], container["name"], lines)
+        return None
+
+    def _pod_log(self, namespace: str, pod: str, container: str, lines: int) -> str:
         try:
             return self._call(lambda: self._request_text(
-                f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}/log",
+                f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/log",
                 [("container", container), ("tailLines", str(lines))]),
-                f"read the log of pod {namespace}/{name}")
+                f"read the log of pod {namespace}/{pod}")
         except Exception as exc:
             return f"(no log: {getattr(exc, 'reason', exc)})"
 

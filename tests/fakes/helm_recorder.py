@@ -12,6 +12,7 @@ Helm's does.
 
 Environment: REAL_HELM (path), HELM_RECORD (jsonl log), HELM_STATE (json state file),
 HELM_TEST_RESULT (pass | fail | silent: what the test pod does, see `test_pod_log`),
+HELM_MIGRATION_RESULT (fail: the migration Job fails, see `fail_migration`),
 HELM_UPGRADE_SECONDS (an upgrade takes this long, as one waiting for pods does; SIGINT or
 SIGTERM in that time cancels it as Helm does, see `slow_upgrade`). Each recorded call carries
 the stand-in's pid and its start on the system's monotonic clock (`t`, comparable with
@@ -83,6 +84,61 @@ def supplied_values(real: str, argv: list[str], stdin: str, defaults: Path | Non
                              input=stdin.encode(), capture_output=True, check=True).stdout
     text = out.decode().split("values.yaml\n", 1)[1]
     return json.loads(text)
+
+
+def fail_migration(argv: list[str], ns: str, name: str, docs: list[dict], helm4: bool) -> int:
+    """HELM_MIGRATION_RESULT=fail: the upgrade's migration Job fails and Helm rolls back.
+
+    The rendered migration Job is created in the fake Kubernetes API, whose job runner (the
+    test's) fails it; Helm's --wait-for-jobs sees it failed, the rollback (--atomic /
+    --rollback-on-failure) deletes it with its pods a moment later, and Helm exits 1 with its
+    own words: "job is failed: NS/NAME" (Helm 3.17.3 pkg/kube/ready.go) or "resource
+    Job/NS/NAME not ready. status: Failed, message: ..." (Helm 4.1.4 pkg/kube/statuswait.go,
+    the condition's message as the Job controller writes it), inside "release NAME failed, and
+    has been rolled back due to atomic being set" / "... rollback-on-failure being set"
+    (pkg/action/upgrade.go). The release state stays as it was: the rollback restored it."""
+    import urllib.error
+    import urllib.request
+
+    job = next(d for d in docs if d.get("kind") == "Job" and
+               d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "migrate")
+    job_name = job["metadata"]["name"]
+    kubeconfig = (flag_values(argv, "--kubeconfig") or [os.environ["KUBECONFIG"]])[0]
+    server = yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
+    base = f"{server}/apis/batch/v1/namespaces/{ns}/jobs"
+
+    def call(method: str, url: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            url, json.dumps(body).encode() if body is not None else None, method=method,
+            headers={"Content-Type": "application/json", "Authorization": "Bearer fake-token"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    # The release's ServiceAccount first, as Helm applies it: the Job's pod runs as it.
+    for account in (d for d in docs if d.get("kind") == "ServiceAccount"):
+        try:
+            call("POST", f"{server}/api/v1/namespaces/{ns}/serviceaccounts", account)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+    call("POST", base, job)
+    deadline = time.monotonic() + 10
+    while not call("GET", f"{base}/{job_name}").get("status", {}).get("failed"):
+        if time.monotonic() > deadline:
+            print("helm_recorder: the migration Job did not fail", file=sys.stderr)
+            return 2
+        time.sleep(0.05)
+    time.sleep(float(os.environ.get("HELM_MIGRATION_FAILED_FOR", "2.5")))  # Helm notices
+    call("DELETE", f"{base}/{job_name}", {"kind": "DeleteOptions", "apiVersion": "v1",
+                                          "propagationPolicy": "Background"})
+    if helm4:
+        why = (f"rollback-on-failure being set: resource Job/{ns}/{job_name} not ready. "
+               "status: Failed, message: Job has reached the specified backoff limit")
+    else:
+        why = f"atomic being set: job is failed: {ns}/{job_name}"
+    print(f"Error: UPGRADE FAILED: release {name} failed, and has been rolled back due to {why}",
+          file=sys.stderr)
+    return 1
 
 
 def major(real: str) -> int:
@@ -360,6 +416,8 @@ def handle(argv: list[str], stdin: str, state: dict, pods: dict, real: str) -> i
         else:
             manifest, hooks = out.decode(), []
         docs = [d for text in (manifest, *hooks) for d in yaml.safe_load_all(text) if d]
+        if os.environ.get("HELM_MIGRATION_RESULT") == "fail":
+            return fail_migration(argv, ns, name, docs, helm4)
         values = supplied_values(real, argv, stdin)
         meta = yaml.safe_load((Path(chart) / "Chart.yaml").read_text()) if Path(
             chart).is_dir() else {"name": "mlflow", "version": "0.0.0", "appVersion": ""}
@@ -406,4 +464,8 @@ def handle(argv: list[str], stdin: str, state: dict, pods: dict, real: str) -> i
 
 
 if __name__ == "__main__":
+    # Run as a script, this directory is first on sys.path, and its http.py would stand in for
+    # the standard library's http (urllib.request imports http.client).
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path.pop(0)
     sys.exit(main())

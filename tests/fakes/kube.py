@@ -313,7 +313,8 @@ class FakeKube:
                 self.pods[(ns, pod_name)] = {"job": (ns, name), "log": log, "meta": {
                     "metadata": {"name": pod_name, "namespace": ns,
                                  "creationTimestamp": "2026-01-01T00:00:00Z",
-                                 "labels": {JOB_LABEL: name, "job-name": name}}}}
+                                 "labels": {JOB_LABEL: name, "job-name": name}},
+                    "status": pod_status(spec, ok)}}
             current = self.jobs.get((ns, name))
             if current is None:  # deleted while it ran
                 return
@@ -389,7 +390,8 @@ class FakeKube:
             self.pods[(ns, pod_name)] = {"job": (ns, name), "log": log, "meta": {
                 "metadata": {"name": pod_name, "namespace": ns,
                              "creationTimestamp": "2026-01-01T00:00:00Z",
-                             "labels": {JOB_LABEL: name, "job-name": name}}}}
+                             "labels": {JOB_LABEL: name, "job-name": name}},
+                "status": {"phase": "Succeeded"}}}
 
     def lease(self, ns: str, name: str) -> dict | None:
         obj = self.objects.get(("leases", ns, name))
@@ -427,6 +429,23 @@ class FakeKube:
     def secret(self, ns: str, name: str) -> dict | None:
         obj = self.objects.get(("secrets", ns, name))
         return copy.deepcopy(obj) if obj else None
+
+
+def pod_status(spec: dict, ok: bool) -> dict:
+    """A finished pod's status (core/v1 PodStatus): phase, and each container terminated; when
+    it failed, the last container exited 1 (a runner's log is that container's)."""
+    containers = [c["name"] for c in spec.get("containers") or []]
+    inits = [c["name"] for c in spec.get("initContainers") or []
+             if c.get("restartPolicy") != "Always"]
+
+    def ended(name: str, code: int) -> dict:
+        return {"name": name, "state": {"terminated": {
+            "exitCode": code, "reason": "Completed" if code == 0 else "Error"}}}
+
+    return {"phase": "Succeeded" if ok else "Failed",
+            "initContainerStatuses": [ended(n, 0) for n in inits],
+            "containerStatuses": [ended(n, 0 if ok or i < len(containers) - 1 else 1)
+                                  for i, n in enumerate(containers)]}
 
 
 def write_kubeconfig(path: Path, server: str, context: str, namespace: str = "") -> Path:

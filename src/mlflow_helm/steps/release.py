@@ -415,8 +415,21 @@ class ReleaseStep(Step):
         values, files, sets = self._helm_args(values)
         what = f"helm upgrade --install {self.opts.release}"
         self.ctx.say(f"  {what} (up to {self.timeout})")
-        with ticking(self.ctx.say, what, self.ctx.apis.retry.report_every * 3):
-            self.ctx.helm.upgrade_install(
-                self.opts.release, chart, values, namespace=self.opts.namespace,
-                values_files=files, set_values=sets,
-                version=version if self.opts.chart else "", timeout=self.timeout)
+        from ..errors import HelmFailed
+        from ..migration_watch import MigrationWatch
+
+        retry = self.ctx.apis.retry
+        with ticking(self.ctx.say, what, retry.report_every * 3), MigrationWatch(
+                self.ctx.kube, self.opts.namespace, self.opts.release,
+                max(1.0, retry.poll_interval * 2)) as watch:
+            try:
+                self.ctx.helm.upgrade_install(
+                    self.opts.release, chart, values, namespace=self.opts.namespace,
+                    values_files=files, set_values=sets,
+                    version=version if self.opts.chart else "", timeout=self.timeout)
+            except HelmFailed as exc:
+                if watch.failure is None:
+                    watch.look()  # the Job may still be there (no rollback, or not yet)
+                if watch.failure is None:
+                    raise
+                raise HelmFailed(exc.message + watch.report(), watch.hint()) from exc
