@@ -100,10 +100,10 @@ def backup_named(ctx: Context, values: dict) -> str:
     artifacts = values.get("artifacts") or {}
     if (backup.get("destination") == "gcs"
             or (backup.get("destination", "auto") == "auto" and artifacts.get("type") == "gcs")):
-        bucket = (backup.get("gcs") or {}).get("bucket") or (artifacts.get("gcs") or {}).get(
-            "bucket", "")
-        prefix = str((backup.get("gcs") or {}).get("prefix", "mlflow-backups")).strip("/")
-        where = f"gs://{bucket}/{prefix}/{opts.namespace}/{opts.release}/"
+        gcs = (values.get("backups") or {}).get("gcs") or {}
+        bucket = gcs.get("bucket") or (artifacts.get("gcs") or {}).get("bucket", "")
+        prefix = str(gcs.get("prefix", "mlflow-backups")).strip("/")
+        where = f"gs://{bucket}/{prefix}/{opts.namespace}/{opts.release}/pre-migration/"
     else:
         where = "the backup volume (PersistentVolumeClaim *-backups), pre-migration/"
     return f"the newest dump in {where} (its name ends -from-<revision>.dump or .sql)"

@@ -47,10 +47,14 @@ EXTERNAL_URI = {
 
 # The in-cluster PostgreSQL with its scheduled backups (a CronJob and a volume).
 INCLUSTER_BACKUP = {"postgresql": {"backup": {"enabled": True}}}
+# ... uploaded to GCS by a second container (the MLflow image, as the release's identity).
+INCLUSTER_BACKUP_GCS = {"postgresql": {"backup": {"enabled": True, "destination": "gcs"}},
+                        "backups": {"gcs": {"bucket": "team-backups"}}}
 
 DATABASE_MODES = {
     "incluster": INCLUSTER,
     "incluster-backup": INCLUSTER_BACKUP,
+    "incluster-backup-gcs": INCLUSTER_BACKUP_GCS,
     "cloudsql-pg-password": CLOUDSQL_PG_PASSWORD,
     "cloudsql-pg-iam": CLOUDSQL_PG_IAM,
     "cloudsql-mysql-password": CLOUDSQL_MYSQL_PASSWORD,

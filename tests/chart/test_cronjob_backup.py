@@ -103,3 +103,54 @@ class TestBackupCronJob:
 
         assert "retention" in render_error(helm, {"postgresql": {"backup": {
             "enabled": True, "retention": 0}}})
+
+
+TO_GCS = merge(ON, {"postgresql": {"backup": {"destination": "gcs"}},
+                    "backups": {"gcs": {"bucket": "team-backups"}}})
+
+
+class TestBackupCronJobToGcs:
+    """postgresql.backup.destination=gcs: the dump in an init container, then the MLflow image
+    uploads it with the release's Workload Identity (files/db.py upload-backup)."""
+
+    def test_dump_then_upload_as_the_release(self, helm):
+        objects = render_chart(helm, merge(TO_GCS, {"nodeSelector": {
+            "iam.gke.io/gke-metadata-server-enabled": "true"}}))
+        spec = pod(cronjob(objects))
+        [dump] = spec["initContainers"]
+        assert dump["name"] == "backup" and "pg_dump --format=custom" in dump["args"][0]
+        [upload] = spec["containers"]
+        assert upload["command"] == [
+            "python", "/opt/mlflow-helm/db.py", "upload-backup", "/backup",
+            "gs://team-backups/mlflow-backups/mlops/prod/scheduled", "--keep=7"]
+        assert upload["image"].startswith("ghcr.io/mlflow/mlflow:")
+        assert {"name": "backup", "mountPath": "/backup", "readOnly": True} in \
+            upload["volumeMounts"]
+        assert spec["serviceAccountName"] == FULLNAME
+        assert spec["nodeSelector"] == {"iam.gke.io/gke-metadata-server-enabled": "true"}
+        assert next(v for v in spec["volumes"] if v["name"] == "backup") == {
+            "name": "backup", "emptyDir": {}}
+        assert upload["securityContext"]["readOnlyRootFilesystem"] is True
+
+    def test_with_gcs_artifacts_nothing_needs_the_volume(self, helm):
+        values = merge(TO_GCS, {"artifacts": {"type": "gcs", "gcs": {"bucket": "arts"}}})
+        objects = render_chart(helm, values)
+        assert CLAIM not in [o["metadata"]["name"]
+                             for o in by_kind(objects, "PersistentVolumeClaim")]
+        assert "gs://team-backups/" in " ".join(
+            container(pod(cronjob(objects)), "upload")["command"])
+
+    def test_network_policy_adds_google(self, helm):
+        objects = render_chart(helm, merge(TO_GCS, {"networkPolicy": {"enabled": True}}))
+        policy = get_object(objects, "NetworkPolicy", f"{FULLNAME}-backup")["spec"]
+        ports = [p["port"] for rule in policy["egress"] for p in rule.get("ports", [])]
+        assert 443 in ports and 5432 in ports
+        peers = [b["ipBlock"]["cidr"] for rule in policy["egress"]
+                 for b in rule.get("to", []) if "ipBlock" in b]
+        assert peers == ["169.254.169.254/32", "169.254.169.252/32"]
+
+    def test_no_bucket_is_refused(self, helm):
+        from .render import render_error
+
+        err = render_error(helm, merge(ON, {"postgresql": {"backup": {"destination": "gcs"}}}))
+        assert "the scheduled dumps go to GCS, but no bucket is named" in err

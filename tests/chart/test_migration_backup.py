@@ -66,16 +66,16 @@ class TestMigrationBackup:
         spec = migrate_spec(objects)
         migrate = container(spec, "migrate")
         assert env_value(migrate, "MLFLOW_BACKUP_DESTINATION") == (
-            f"gs://bucket/mlflow-backups/{NAMESPACE}/{RELEASE}")
+            f"gs://bucket/mlflow-backups/{NAMESPACE}/{RELEASE}/pre-migration")
         assert volume(spec, "backup") == {"name": "backup", "emptyDir": {}}
         assert CLAIM not in claims(objects)
 
     def test_bucket_prefix_and_destination_are_settings(self, helm):
-        values = merge(GCS_SERVED, {"migrations": {"backup": {
-            "gcs": {"bucket": "team-backups", "prefix": "/db/dumps/"}}}})
+        values = merge(GCS_SERVED, {"backups": {
+            "gcs": {"bucket": "team-backups", "prefix": "/db/dumps/"}}})
         migrate = container(migrate_spec(render_chart(helm, values)), "migrate")
         assert env_value(migrate, "MLFLOW_BACKUP_DESTINATION") == (
-            f"gs://team-backups/db/dumps/{NAMESPACE}/{RELEASE}")
+            f"gs://team-backups/db/dumps/{NAMESPACE}/{RELEASE}/pre-migration")
         to_volume = merge(GCS_SERVED, {"migrations": {"backup": {"destination": "volume"}}})
         objects = render_chart(helm, to_volume)
         assert env_value(container(migrate_spec(objects), "migrate"),
@@ -138,3 +138,10 @@ class TestMigrationBackup:
                                         "postgresql": {"backup": {"enabled": True}}})
         assert volume(migrate_spec(scheduled), "backup")["persistentVolumeClaim"] == {
             "claimName": CLAIM}
+
+    def test_gcs_without_a_bucket_is_refused(self, helm):
+        from .render import render_error
+
+        err = render_error(helm, {"migrations": {"backup": {"destination": "gcs"}}})
+        assert ("the dumps before migrating go to GCS, but no bucket is named: set "
+                "backups.gcs.bucket (or artifacts.gcs.bucket)") in err

@@ -42,10 +42,11 @@ TABLES = {
 }
 
 
-def filled_release(helm4, services, workdir: Path, backup: dict) -> tuple[Release, str]:
+def filled_release(helm4, services, workdir: Path, backup: dict,
+                   **values) -> tuple[Release, str]:
     """A release whose in-cluster database holds the MLflow workload; with its password."""
     rel = Release(helm4, services, workdir,
-                  values={"postgresql": {"backup": {"enabled": True, **backup}}})
+                  values={"postgresql": {"backup": {"enabled": True, **backup}}, **values})
     rel.migrate("mlflow-migrate-1-first")
     password = rel._migrate_env()["PGPASSWORD"]
     run_client(WORKLOAD, rel.backend_uri(), rel.workdir / "client",
@@ -129,3 +130,41 @@ def test_the_documented_restore_brings_back_what_was_deleted(helm4, services, e2
                              capture_output=True, text=True, timeout=300)
     assert restore.returncode == 0, restore.stderr
     assert {table: rel.db_query(query) for table, query in TABLES.items()} == before
+
+
+def test_scheduled_backup_to_gcs_uploads_checked_and_keeps_the_newest(helm4, services, e2e_dir):
+    """destination gcs: the dump (init container), then the MLflow image's upload with the
+    release's identity (fake-gcs-server here), CRC32C-checked; the oldest beyond retention go."""
+    rel, _password = filled_release(helm4, services, e2e_dir / "backup-gcs",
+                                    {"retention": 2, "destination": "gcs"},
+                                    backups={"gcs": {"bucket": "team-backups"}})
+    services.gcs.create_bucket("team-backups")
+    source = {table: rel.db_query(query) for table, query in TABLES.items()}
+    spec = rel.cluster.get("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    logs = []
+    for n in range(3):
+        if n:
+            time.sleep(1.1)  # dumps are named to the second
+        pod = Pod(rel.cluster, spec, f"mlflow-postgresql-backup-2927{n}-g5c2s")
+        pod.run_init_containers()
+        upload = pod.run(pod.container("upload"), timeout=300)
+        assert upload.proc.returncode == 0, upload.output()
+        logs.append(upload.output())
+    prefix = "mlflow-backups/mlflow/mlflow/scheduled/"
+    kept = sorted(o for o in services.gcs.objects("team-backups") if o.startswith(prefix))
+    assert len(kept) == 2, kept
+    assert re.search(rf"backup: gs://team-backups/{prefix}mlflowdb-\d{{8}}T\d{{6}}Z\.dump, "
+                     r"\d+ bytes, verified", logs[0])
+    assert f"deleted gs://team-backups/{kept[0].rsplit('/', 1)[0]}/" in logs[2]
+    assert "(keeping the newest 2)" in logs[2]
+
+    dump = rel.workdir / "restore.dump"
+    dump.write_bytes(services.gcs.download("team-backups", kept[-1]))
+    pg = services.postgres
+    pg.admin("DROP DATABASE IF EXISTS restored_gcs", "CREATE DATABASE restored_gcs")
+    restore = subprocess.run(
+        ["pg_restore", "--no-owner", "--exit-on-error", "-h", str(pg.socket_dir),
+         "-p", str(pg.port), "-U", "postgres", "-d", "restored_gcs", str(dump)],
+        capture_output=True, text=True, timeout=300)
+    assert restore.returncode == 0, restore.stderr
+    assert {table: pg.query("restored_gcs", query) for table, query in TABLES.items()} == source

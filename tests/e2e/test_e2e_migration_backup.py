@@ -111,7 +111,7 @@ def test_gcs_destination_uploads_the_checked_dump(release_factory, old_mlflow):
     m = re.search(r"backup: (gs://team-artifacts/(\S+)), (\d+) bytes, verified", migrate_log)
     assert m, migrate_log
     name = m.group(2)
-    assert re.fullmatch(rf"mlflow-backups/mlflow/mlflow/\d{{4}}-\d\d-\d\d/"
+    assert re.fullmatch(rf"mlflow-backups/mlflow/mlflow/pre-migration/\d{{4}}-\d\d-\d\d/"
                         rf"mlflowdb-\d{{8}}T\d{{6}}Z-from-{old_revision}\.dump", name), name
     assert name in rel.services.gcs.objects("team-artifacts")
     local = next((pods / "volumes" / "backup" / "pre-migration").glob("*/*.dump"))

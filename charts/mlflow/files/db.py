@@ -17,6 +17,9 @@ Runs inside the MLflow image, so it may only use what MLflow brings.
                            (connection, name, date) into MLFLOW_BACKUP_PLAN_DIR for backup.sh,
                            which the next init container runs with the database's own client
                            tools. No migration due: no plan, and backup.sh does nothing.
+  db.py upload-backup DIR gs://BUCKET/PATH [--keep N]   the scheduled backup's second container
+                           (postgresql.backup.destination=gcs): upload the dump in DIR,
+                           checked, then delete the oldest dumps under PATH beyond N.
   db.py grant              the one-time grant Job of a Cloud SQL IAM database user
                            (templates/job-db-grant.yaml): as the temporary built-in user of
                            MLFLOW_GRANT_URI, give MLFLOW_GRANT_GRANTEE what MLflow's migrations
@@ -368,25 +371,51 @@ def require_backup(changes: list[str]) -> str:
     return location
 
 
-def upload(path: str, url: str) -> str:
+def upload(path: str, url: str, what: str = "migration") -> str:
     """Copy the dump to GCS and check it arrived whole: the client compares the CRC32C it
-    computed with the one GCS returns, and the object's size is read back. Never overwrites."""
+    computed with the one GCS returns, and the object's size is read back. Never overwrites.
+    A failure before a migration stops it; a scheduled backup's fails its Job."""
     from google.cloud import storage
 
+    lead = ("no backup, no migration: " if what == "migration" else "")
+    tail = " Nothing was changed." if what == "migration" else ""
     bucket_name, _, name = url[len("gs://"):].partition("/")
     blob = storage.Client().bucket(bucket_name).blob(name)
     try:
         blob.upload_from_filename(path, checksum="crc32c", if_generation_match=0)
         blob.reload()
     except Exception as exc:  # any failure means no backup: say which
-        fail(f"no backup, no migration: uploading the dump to {url} failed: "
+        fail(f"{lead}uploading the dump to {url} failed: "
              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Check the "
-             "server's Google service account may create objects in the bucket. "
-             "Nothing was changed.")
+             "release's Google service account may create objects in the bucket "
+             f"(roles/storage.objectUser on it).{tail}")
     if blob.size != os.path.getsize(path):
-        fail(f"no backup, no migration: {url} holds {blob.size} bytes, the dump "
-             f"{os.path.getsize(path)}. Nothing was changed.")
+        fail(f"{lead}{url} holds {blob.size} bytes, the dump {os.path.getsize(path)}.{tail}")
     return url
+
+
+def upload_backup(directory: str, url: str, keep: int) -> None:
+    """Upload the dump the backup container left in `directory`, then keep the newest `keep`
+    dumps of that database under `url` (their names sort by time: <database>-<UTC time>.dump)."""
+    from google.cloud import storage
+
+    dumps = sorted(n for n in os.listdir(directory)
+                   if n.endswith(".dump") and not n.startswith("."))
+    if not dumps:
+        fail(f"no dump in {directory}: the backup container wrote none")
+    name = dumps[-1]
+    path = os.path.join(directory, name)
+    target = upload(path, f"{url.rstrip('/')}/{name}", what="backup")
+    log(f"backup: {target}, {os.path.getsize(path)} bytes, verified")
+    bucket_name, _, prefix = url[len("gs://"):].rstrip("/").partition("/")
+    database = name.rsplit("-", 1)[0]
+    bucket = storage.Client().bucket(bucket_name)
+    mine = sorted((b for b in bucket.list_blobs(prefix=f"{prefix}/{database}-")
+                   if b.name.endswith(".dump") and "/" not in b.name[len(prefix) + 1:]),
+                  key=lambda b: b.name, reverse=True)
+    for old in mine[keep:]:
+        old.delete()
+        log(f"backup: deleted gs://{bucket_name}/{old.name} (keeping the newest {keep})")
 
 
 def plan_value(plan_dir: str, key: str) -> str:
@@ -539,11 +568,19 @@ def grant(uri: str, engine: str, database: str, grantee: str, timeout: float) ->
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="db.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["upgrade", "wait", "grant", "backup-plan"])
+    parser.add_argument("command", choices=["upgrade", "wait", "grant", "backup-plan",
+                                            "upload-backup"])
+    parser.add_argument("paths", nargs="*", help="upload-backup: DIR gs://BUCKET/PATH")
+    parser.add_argument("--keep", type=int, default=7, help="upload-backup: dumps to keep")
     parser.add_argument("--auth", action="store_true", help="also the basic-auth schema")
     parser.add_argument("--write-auth-config", metavar="PATH", help="write the basic-auth config")
     parser.add_argument("--timeout", type=float, default=float(os.environ.get("TIMEOUT", 600)))
     args = parser.parse_args(argv)
+    if args.command == "upload-backup":
+        if len(args.paths) != 2 or not args.paths[1].startswith("gs://") or args.keep < 1:
+            fail("usage: db.py upload-backup DIR gs://BUCKET/PATH [--keep N>=1]")
+        upload_backup(args.paths[0], args.paths[1], args.keep)
+        return
     if args.command == "grant":
         env = {k: os.environ.get(f"MLFLOW_GRANT_{k}", "")
                for k in ("URI", "ENGINE", "DATABASE", "GRANTEE")}

@@ -728,9 +728,9 @@ on-demand backup named in values) or "dump" (a logical dump by the Job's backup 
 {{- else }}{{ $d }}{{ end }}
 {{- end }}
 
-{{/* gs://bucket/prefix/namespace/release: the dumps' folder in GCS (dated folders below it). */}}
-{{- define "mlflow.migrateBackup.gcsUrl" -}}
-{{- $g := .Values.migrations.backup.gcs }}
+{{/* gs://bucket/prefix/namespace/release: the release's backups in GCS (backups.gcs). */}}
+{{- define "mlflow.backups.gcsUrl" -}}
+{{- $g := .Values.backups.gcs }}
 {{- $bucket := $g.bucket | default .Values.artifacts.gcs.bucket }}
 {{- printf "gs://%s/%s" $bucket (compact (list (trimAll "/" $g.prefix) .Release.Namespace .Release.Name) | join "/") }}
 {{- end }}
@@ -749,7 +749,7 @@ on-demand backup named in values) or "dump" (a logical dump by the Job's backup 
 of the in-cluster PostgreSQL, or for the dumps before migrating when they go to a volume.
 */}}
 {{- define "mlflow.backupVolume.enabled" -}}
-{{- $scheduled := and (eq .Values.database.type "incluster") .Values.postgresql.backup.enabled }}
+{{- $scheduled := and (eq .Values.database.type "incluster") .Values.postgresql.backup.enabled (eq .Values.postgresql.backup.destination "volume") }}
 {{- $migration := and (eq (include "mlflow.migrateBackup.mode" .) "dump") (eq (include "mlflow.migrateBackup.destination" .) "volume") }}
 {{- if or $scheduled $migration }}true{{ end }}
 {{- end }}

@@ -6,6 +6,12 @@ value and the fix. Called once, from the server Deployment.
 {{- $v := .Values }}
 {{- $errors := list }}
 
+{{- $dumpToGcs := and (eq (include "mlflow.migrateBackup.mode" .) "dump") (eq (include "mlflow.migrateBackup.destination" .) "gcs") }}
+{{- $scheduledToGcs := and (eq .Values.database.type "incluster") .Values.postgresql.backup.enabled (eq .Values.postgresql.backup.destination "gcs") }}
+{{- if and (or $dumpToGcs $scheduledToGcs) (not (.Values.backups.gcs.bucket | default .Values.artifacts.gcs.bucket)) }}
+{{- $errors = append $errors (printf "%s go to GCS, but no bucket is named: set backups.gcs.bucket (or artifacts.gcs.bucket), or send them to the backup volume (%s)" (ternary "the dumps before migrating" "the scheduled dumps" $dumpToGcs) (ternary "migrations.backup.destination=volume" "postgresql.backup.destination=volume" $dumpToGcs)) }}
+{{- end }}
+
 {{- if eq $v.database.type "cloudsql" }}
 {{- $c := $v.database.cloudsql }}
 {{- if not (regexMatch "^[a-z][a-z0-9.:-]*[a-z0-9]:[a-z]+-[a-z]+[0-9]+:[a-z][a-z0-9-]*$" $c.instanceConnectionName) }}
