@@ -578,6 +578,12 @@ def do_render(ctx: Context, create_secrets: bool = False) -> Result:
         result.notes.append(
             f"the database Secret {opts.namespace}/{opts.db_secret_name} is written by "
             "`mlflow-helm install`; with GitOps, run it once or create the Secret yourself")
+    if opts.database == "cloudsql" and not ctx.facts.cloudsql_backup:
+        result.notes.append(
+            "the migration Job migrates a database that holds data only after an on-demand "
+            "backup taken for its MLflow version: with GitOps, in the change that changes the "
+            "image, run `gcloud sql backups create --instance INSTANCE` and set "
+            "migrations.backup.cloudSql.backupId and mlflowVersion (chart README, Backups)")
     chart, version = chart_ref(opts)
     result.manifests = ctx.helm.template(
         opts.release, chart, result.values, namespace=opts.namespace,

@@ -25,8 +25,11 @@ EXTERNAL_SECRETS = {
 CASES = {
     "incluster": EXTERNAL_SECRETS,
     "cloudsql": merge(EXTERNAL_SECRETS, CLOUDSQL_PG_PASSWORD),
+    # (PreSync: the dumps before migrating go to GCS, not to a claim of the Sync phase.)
     "external-uri-argocd-hook": merge(EXTERNAL_SECRETS, EXTERNAL_URI,
-                                      {"migrations": {"argocd": {"hook": "PreSync"}}}),
+                                      {"migrations": {"argocd": {"hook": "PreSync"},
+                                                      "backup": {"destination": "gcs"}},
+                                       "backups": {"gcs": {"bucket": "team-backups"}}}),
 }
 
 

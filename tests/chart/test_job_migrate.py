@@ -188,9 +188,16 @@ class TestJobMigrateGitOps:
 
         err = render_error(helm, {"migrations": {"argocd": {"hook": "PreSync"}}})
         assert "migrations.argocd.hook=PreSync" in err and "migrations.argocd.hook=Sync" in err
+        # The dumps before migrating go to the backup volume by default, a claim Argo CD
+        # creates in the Sync phase: refused too. To GCS, the Job needs nothing of the sync.
         external = merge(DATABASE_MODES["external-pg"],
                          {"migrations": {"argocd": {"hook": "PreSync",
                                                     "hookDeletePolicy": "BeforeHookCreation"}}})
+        err = render_error(helm, external)
+        assert "migrations.argocd.hook=PreSync with the backup volume" in err
+        assert "migrations.backup.destination=gcs" in err
+        external = merge(external, {"migrations": {"backup": {"destination": "gcs"}},
+                                    "backups": {"gcs": {"bucket": "team-backups"}}})
         assert job(helm, external)["metadata"]["annotations"] == {
             "argocd.argoproj.io/hook": "PreSync",
             "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation"}

@@ -114,3 +114,18 @@ def test_create_secrets_creates_the_namespace_first(world, real_helm):
     assert NS in world.kube.namespaces
     assert "create    namespace mlflow\n" in result.stderr
     assert world.kube.secret(NS, "mlflow-postgresql") is not None
+
+
+def test_cloudsql_render_says_how_to_name_the_backup(world, real_helm):
+    # No cluster is read, so no deployed release names a backup: the rendered migration Job
+    # would refuse to migrate a database with data until one is named (files/db.py).
+    result = CliRunner().invoke(main, ["render", "--database", "cloudsql",
+                                       "--cloudsql-instance", "pg"],
+                                env=cli_env(world, REAL_HELM=real_helm))
+    assert result.exit_code == 0, result.output
+    assert "note: the migration Job migrates a database that holds data only after an " \
+           "on-demand backup taken for its MLflow version" in result.stderr
+    job = next(d for d in docs(result.stdout) if d["kind"] == "Job")
+    env = {e["name"]: e.get("value") for e in
+           job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_BACKUP_MODE"] == "cloudsql" and env["MLFLOW_BACKUP_CLOUDSQL_ID"] == ""

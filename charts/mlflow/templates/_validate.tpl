@@ -172,6 +172,8 @@ request holds one connection while it takes a second, so that many holders need 
 
 {{- if and (eq $v.migrations.argocd.hook "PreSync") (eq $v.database.type "incluster") }}
 {{- $errors = append $errors "migrations.argocd.hook=PreSync with database.type=incluster: a PreSync hook runs before the StatefulSet exists, so the first sync would wait for a database that is never created. Use migrations.argocd.hook=Sync (it runs beside the database)" }}
+{{- else if and (eq $v.migrations.argocd.hook "PreSync") (include "mlflow.backupVolume.enabled" .) }}
+{{- $errors = append $errors "migrations.argocd.hook=PreSync with the backup volume (the dumps before migrating go to a volume, or scheduled dumps are on): the migration Job mounts the claim, which Argo CD creates in the Sync phase, after PreSync, so the first sync would wait for it forever. Use migrations.argocd.hook=Sync, or send the dumps to GCS (migrations.backup.destination=gcs)" }}
 {{- end }}
 
 {{- /*
