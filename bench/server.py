@@ -22,6 +22,22 @@ Memory: the server's process tree (the `mlflow server` process, uvicorn's superv
 workers) sampled during load; `memory_ratio` is the ratio of the peak tree RSS. PSS (from
 smaps_rollup, which counts shared pages once) is printed alongside.
 
+Rounds (issue 16): one pair of windows decides nothing on a shared machine (the same commit
+measured 1.04 and 2.78 x in two runs). The configurations alternate, A B A B ..., `--rounds`
+times (default 5), each time a fresh server on a freshly made database of the same PostgreSQL.
+Every figure is printed per round (`LABEL_rN_...`) and then as the median over rounds with its
+spread (min-max, and the interquartile range from four rounds); each ratio is the median of the
+per-round ratios (a round's two sides ran back to back, so its ratio cancels what the machine
+did then), with a seeded 95% bootstrap interval of that median, and `_clear: yes` when the
+interval excludes 1.0. Server CPU-ms per request (every process of the server's tree, from
+/proc) and PostgreSQL CPU-ms per request move least with other load on the machine; the
+load generator's own CPU is printed (`loadgen_cpu_pct`) and a warning says when it took more
+than half a CPU. A 1-minute load average above `--max-loadavg` (default: half the CPUs) before
+the start is refused (exit 3), saying why.
+
+`--sweep KEY=V1,V2,...` compares the chart with each value of one setting (no baseline), at 8,
+16 and 32 clients, and prints a Markdown table per workload.
+
 Prints `name: value` lines; run `python bench/server.py --help` for the options.
 """
 
@@ -35,7 +51,9 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -464,6 +482,13 @@ async def measure(server: Server, args: argparse.Namespace, pg: PostgreSQL) -> d
 
 # ------------------------------------------------------------------------------ report ----
 
+# Per workload, per round: the figures the summary gives the median and spread of.
+FIGURES = ("rps", "p50_s", "p95_s", "p99_s", "server_cpu_ms_per_req", "postgres_cpu_ms_per_req",
+           "new_db_sessions_per_s", "loadgen_cpu_pct")
+# The least noisy on a shared machine (CPU time is not stretched by another tenant's work the
+# way wall-clock rates are): printed for every round.
+PER_ROUND = ("rps", "p99_s", "server_cpu_ms_per_req", "postgres_cpu_ms_per_req")
+
 
 def fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -471,46 +496,163 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def report_side(side: str, server: Server, data: dict) -> int:
+def figures(r: Result) -> dict[str, float]:
+    n = max(1, r.completed)
+    return {
+        "rps": r.rps,
+        "p50_s": r.quantile(0.50),
+        "p95_s": r.quantile(0.95),
+        "p99_s": r.quantile(0.99),
+        "server_cpu_ms_per_req": 1000 * r.server_cpu_s / n,
+        "postgres_cpu_ms_per_req": 1000 * r.pg_cpu_s / n,
+        "new_db_sessions_per_s": r.pg_sessions / r.seconds,
+        "loadgen_cpu_pct": 100 * r.loadgen_cpu_s / r.seconds,
+        "window_s": r.seconds,
+        "errors": float(r.errors),
+    }
+
+
+@dataclass
+class Round:
+    """One configuration's measurement in one round: a fresh server on a fresh database."""
+
+    label: str
+    number: int
+    description: str
+    startup_s: float
+    figures: dict[str, dict[str, float]]  # workload name -> figure -> value
+    spreads: dict[str, str]
+    errors: int
+    error_samples: list[str]
+    rss_idle: float
+    rss_peak: float
+    pss_peak: float | None
+
+
+def to_round(label: str, number: int, server: Server, data: dict) -> Round:
+    results = data["results"]
+    return Round(
+        label=label, number=number, description=server.description,
+        startup_s=server.startup_s,
+        figures={r.name: figures(r) for r in results},
+        spreads={r.name: r.spread for r in results},
+        errors=sum(r.errors for r in results),
+        error_samples=[f"{r.name}: {e}" for r in results for e in r.error_samples],
+        rss_idle=data["rss_idle"], rss_peak=data["rss_peak"], pss_peak=data["pss_peak"])
+
+
+def report_round(rnd: Round) -> None:
+    p = f"{rnd.label}_r{rnd.number}"
+    for name, values in rnd.figures.items():
+        for figure in PER_ROUND:
+            print(f"{p}_{name}_{figure}: {fmt(values[figure], 3 if figure.endswith('_s') else 1)}")
+        print(f"# {p}_{name}: window {fmt(values['window_s'], 1)} s, "
+              f"connections per worker {rnd.spreads[name]}")
+    print(f"{p}_rss_peak_mib: {fmt(rnd.rss_peak / 1024 / 1024, 0)}")
+    print(f"{p}_errors: {rnd.errors}")
+    for sample in rnd.error_samples[:3]:
+        print(f"# {p} error: {sample}")
+    sys.stdout.flush()
+
+
+def median(values: list[float]) -> float:
+    clean = [v for v in values if not math.isnan(v)]
+    return statistics.median(clean) if clean else math.nan
+
+
+def spread(values: list[float]) -> str:
+    """min-max, and the interquartile range when there are four rounds or more."""
+    clean = sorted(v for v in values if not math.isnan(v))
+    if not clean:
+        return "nan"
+    digits = 3 if max(clean) < 10 else 1
+    text = f"{fmt(clean[0], digits)}-{fmt(clean[-1], digits)}"
+    if len(clean) >= 4:
+        q1, _, q3 = statistics.quantiles(clean, n=4, method="inclusive")
+        text += f" (IQR {fmt(q1, digits)}-{fmt(q3, digits)})"
+    return text
+
+
+def bootstrap_ci(values: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval of the median of `values` (the rounds resampled
+    with replacement), seeded so a report is reproducible from its rounds."""
+    clean = [v for v in values if not math.isnan(v)]
+    if len(clean) < 2:
+        return math.nan, math.nan
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(clean, k=len(clean)))
+                     for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
+def report_config(label: str, rounds: list[Round]) -> None:
+    """Each figure as the median over rounds, with its spread."""
+    print(f"{label}_config: {rounds[0].description}")
+    print(f"{label}_rounds: {len(rounds)}")
+    print(f"{label}_startup_s: {fmt(median([r.startup_s for r in rounds]), 1)}")
+    for name in rounds[0].figures:
+        for figure in FIGURES:
+            values = [r.figures[name][figure] for r in rounds]
+            digits = 3 if figure.endswith("_s") else 1
+            print(f"{label}_{name}_{figure}: {fmt(median(values), digits)}")
+            print(f"{label}_{name}_{figure}_spread: {spread(values)}")
+        windows = [r.figures[name]["window_s"] for r in rounds]
+        print(f"{label}_{name}_window_s: {fmt(median(windows), 1)}")
+        print(f"{label}_{name}_errors: {sum(int(r.figures[name]['errors']) for r in rounds)}")
     mib = 1024 * 1024
-    print(f"{side}_config: {server.description}")
-    print(f"{side}_startup_s: {fmt(server.startup_s, 1)}")
-    errors = 0
-    for r in data["results"]:
-        p = f"{side}_{r.name}"
-        print(f"{p}_window_s: {fmt(r.seconds, 1)}")
-        print(f"{p}_rps: {fmt(r.rps, 1)}")
-        print(f"{p}_p50_s: {fmt(r.quantile(0.50))}")
-        print(f"{p}_p95_s: {fmt(r.quantile(0.95))}")
-        print(f"{p}_p99_s: {fmt(r.quantile(0.99))}")
-        print(f"{p}_errors: {r.errors}")
-        n = max(1, r.completed)
-        print(f"{p}_server_cpu_ms_per_req: {fmt(1000 * r.server_cpu_s / n, 1)}")
-        print(f"{p}_postgres_cpu_ms_per_req: {fmt(1000 * r.pg_cpu_s / n, 1)}")
-        print(f"{p}_new_db_sessions_per_s: {fmt(r.pg_sessions / r.seconds, 1)}")
-        print(f"{p}_loadgen_cpu_pct: {fmt(100 * r.loadgen_cpu_s / r.seconds, 1)}")
-        print(f"{p}_connections_per_worker: {r.spread}")
-        for sample in r.error_samples:
-            print(f"# {side} {r.name} error: {sample}")
-        errors += r.errors
-    print(f"{side}_rss_idle_mib: {fmt(data['rss_idle'] / mib, 0)}")
-    print(f"{side}_rss_peak_mib: {fmt(data['rss_peak'] / mib, 0)}")
-    if data["pss_peak"] is not None:
-        print(f"{side}_pss_idle_mib: {fmt(data['pss_idle'] / mib, 0)}")
-        print(f"{side}_pss_peak_mib: {fmt(data['pss_peak'] / mib, 0)}")
-    print(f"{side}_errors: {errors}")
-    return errors
+    print(f"{label}_rss_idle_mib: {fmt(median([r.rss_idle for r in rounds]) / mib, 0)}")
+    print(f"{label}_rss_peak_mib: {fmt(median([r.rss_peak for r in rounds]) / mib, 0)}")
+    print(f"{label}_rss_peak_mib_spread: {spread([r.rss_peak / mib for r in rounds])}")
+    if all(r.pss_peak is not None for r in rounds):
+        print(f"{label}_pss_peak_mib: {fmt(median([r.pss_peak for r in rounds]) / mib, 0)}")
+    print(f"{label}_errors: {sum(r.errors for r in rounds)}")
 
 
-def ratio(chart: dict, baseline: dict, name: str, attr: str) -> float:
-    def value(data: dict) -> float:
-        r = next((r for r in data["results"] if r.name == name), None)
-        if r is None:
-            return math.nan
-        return r.rps if attr == "rps" else r.quantile(0.99)
+def paired(a: list[Round], b: list[Round], name: str, figure: str) -> list[float]:
+    """a/b per round: the configurations ran back to back in each round, so a round's ratio
+    cancels what the machine did in that round."""
+    out = []
+    for x, y in zip(a, b, strict=True):
+        den = y.figures.get(name, {}).get(figure, math.nan)
+        num = x.figures.get(name, {}).get(figure, math.nan)
+        out.append(num / den if den and not math.isnan(den) else math.nan)
+    return out
 
-    b = value(baseline)
-    return value(chart) / b if b else math.nan
+
+def report_ratio(name: str, ratios: list[float], a: list[float], b: list[float]) -> float:
+    """The median ratio, its rounds, its bootstrap interval, and whether it is clear of the
+    noise: the interval of the median excludes 1.0."""
+    mid = median(ratios)
+    lo, hi = bootstrap_ci(ratios)
+    print(f"{name}: {fmt(mid)}")
+    print(f"{name}_rounds: {' '.join(fmt(r) for r in ratios)}")
+    print(f"{name}_ci95: {fmt(lo)}-{fmt(hi)}")
+    overlap = bool(a and b) and min(a) <= max(b) and min(b) <= max(a)
+    clear = not math.isnan(lo) and (lo > 1.0 or hi < 1.0)
+    print(f"{name}_clear: {'yes' if clear else 'no'} (the 95% interval of the median ratio "
+          f"{'excludes' if clear else 'includes'} 1.0; the two sides' ranges "
+          f"{'overlap' if overlap else 'do not overlap'})")
+    return mid
+
+
+def sweep_table(key: str, labels: list[str], values: list[str], rounds: dict[str, list[Round]],
+                names: list[str]) -> None:
+    """A Markdown table per workload: one row per value of the swept setting."""
+    for name in names:
+        print(f"# sweep {key}, {name} (median over {len(rounds[labels[0]])} rounds, "
+              "min-max in brackets)")
+        print(f"| {key} | req/s | p99 s | server CPU ms/req | PostgreSQL CPU ms/req | errors |")
+        print("|---|---|---|---|---|---|")
+        for label, value in zip(labels, values, strict=True):
+            rs = rounds[label]
+
+            def cell(figure: str, digits: int, rs=rs, name=name) -> str:
+                vals = [r.figures[name][figure] for r in rs]
+                return f"{fmt(median(vals), digits)} [{spread(vals).split(' (')[0]}]"
+
+            print(f"| {value} | {cell('rps', 1)} | {cell('p99_s', 3)} | "
+                  f"{cell('server_cpu_ms_per_req', 1)} | {cell('postgres_cpu_ms_per_req', 1)} | "
+                  f"{sum(r.errors for r in rs)} |")
 
 
 def set_value(values: dict, assignment: str) -> None:
@@ -527,13 +669,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30, help="measured window per workload")
     ap.add_argument("--warmup", type=float, default=5, help="unmeasured load before each window")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved rounds: each configuration once per round, A B A B ... "
+                         "(default 5)")
     ap.add_argument(
         "--concurrency",
         type=lambda s: [int(x) for x in s.split(",")],
-        default=[8, 32],
-        help="comma-separated client counts (default 8,32); search runs at the smallest",
+        default=None,
+        help="comma-separated client counts (default 8,32; with --sweep 8,16,32); search runs "
+             "at the smallest",
     )
     ap.add_argument("--only", choices=("chart", "baseline"), help="measure one side only")
+    ap.add_argument(
+        "--sweep",
+        metavar="KEY=V1,V2,...",
+        help="compare the chart with each value of one setting (as --set), no baseline; "
+             "prints a table per workload",
+    )
     ap.add_argument(
         "--workloads",
         type=lambda s: s.split(","),
@@ -550,6 +702,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=120,
         help="longest a window is extended to (default 120); its real length is printed",
+    )
+    ap.add_argument(
+        "--max-loadavg",
+        type=float,
+        default=0.5 * (os.cpu_count() or 1),
+        help="refuse to start when the 1-minute load average is above this (default: half the "
+             "CPUs): another tenant's work moves every figure",
     )
     ap.add_argument("--timeout", type=float, default=30, help="per-request timeout (an error)")
     ap.add_argument("--experiments", type=int, default=20, help="experiments the search returns")
@@ -568,7 +727,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--helm",
         default=os.environ.get("HELM4_BIN", str(REPO_ROOT / ".tools" / "helm4" / "helm")),
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be 1 or more")
+    if args.sweep and (args.only or "=" not in args.sweep):
+        ap.error("--sweep KEY=V1,V2,... (and without --only)")
+    if args.concurrency is None:
+        args.concurrency = [8, 16, 32] if args.sweep else [8, 32]
+    return args
+
+
+@dataclass
+class Config:
+    label: str
+    kind: str  # chart | baseline
+    values: dict = field(default_factory=dict)
+
+
+def configs_of(args: argparse.Namespace, values: dict) -> list[Config]:
+    if args.sweep:
+        key, _, raw = args.sweep.partition("=")
+        out = []
+        for value in raw.split(","):
+            mine = json.loads(json.dumps(values))
+            set_value(mine, f"{key}={value}")
+            label = re.sub(r"\W", "_", f"{key.rsplit('.', 1)[-1]}_{value}")
+            out.append(Config(label, "chart", mine))
+        return out
+    both = [Config("chart", "chart", values), Config("baseline", "baseline")]
+    return [c for c in both if not args.only or c.kind == args.only]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -577,75 +764,109 @@ def main(argv: list[str] | None = None) -> int:
     for assignment in args.sets:
         set_value(values, assignment)
 
-    import mlflow
-
+    load1 = os.getloadavg()[0]
     print(f"machine_cpus: {os.cpu_count()}")
     print(f"machine_loadavg_at_start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if load1 > args.max_loadavg:
+        print(f"refused: the 1-minute load average is {load1:.2f}, above --max-loadavg "
+              f"{args.max_loadavg:.2f}: something else is using this machine, and its work would "
+              "move every figure. Wait until it is quiet, or raise --max-loadavg to measure "
+              "anyway.")
+        return 3
+
+    import mlflow
+
     print(f"python: {platform.python_version()}")
     print(f"mlflow_version: {mlflow.__version__}")
     print(f"seconds: {fmt(args.seconds, 1)}")
     print(f"warmup_s: {fmt(args.warmup, 1)}")
+    print(f"rounds: {args.rounds}")
     print(f"chart_values: {yaml.safe_dump(values, default_flow_style=True).strip()}")
     driver = chart_driver(args.helm, values)
-    print(f"database_driver: {driver} (both sides)")
+    print(f"database_driver: {driver} (every configuration)")
     print("memory_measure: peak RSS of the server's process tree (parent + workers)")
+    configs = configs_of(args, values)
+    print(f"order: {' '.join(c.label for c in configs)}, each round (a fresh server on a fresh "
+          "database each time)")
     sys.stdout.flush()
 
-    sides = [args.only] if args.only else ["chart", "baseline"]
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-bench-"))
     workdir.chmod(0o755)
     pg = PostgreSQL().start()
-    data: dict[str, dict] = {}
-    errors = chart_errors = 0
+    rounds: dict[str, list[Round]] = {c.label: [] for c in configs}
     try:
-        for side in sides:
-            if side == "chart":
-                server = start_chart(pg, args.helm, workdir, values)
-            else:
-                server = start_baseline(pg, workdir, driver, args.baseline_arg)
-            try:
-                data[side] = asyncio.run(measure(server, args, pg))
-            finally:
-                server.stop()
-            side_errors = report_side(side, server, data[side])
-            errors += side_errors
-            if side == "chart":
-                chart_errors = side_errors
-            sys.stdout.flush()
+        for number in range(1, args.rounds + 1):
+            for config in configs:
+                if config.kind == "chart":
+                    server = start_chart(pg, args.helm, workdir / f"{config.label}-r{number}",
+                                         config.values)
+                else:
+                    server = start_baseline(pg, workdir / f"baseline-r{number}", driver,
+                                            args.baseline_arg)
+                try:
+                    data = asyncio.run(measure(server, args, pg))
+                finally:
+                    server.stop()
+                rnd = to_round(config.label, number, server, data)
+                rounds[config.label].append(rnd)
+                report_round(rnd)
     finally:
         pg.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    if "chart" in data and "baseline" in data:
-        c, b = data["chart"], data["baseline"]
-        top = max(args.concurrency)
-        lines = {
-            f"logmetric_c{top}_throughput_ratio": ratio(c, b, f"logmetric_c{top}", "rps"),
-            f"logmetric_c{top}_p99_ratio": ratio(c, b, f"logmetric_c{top}", "p99"),
-            f"logbatch_c{top}_throughput_ratio": ratio(c, b, f"logbatch_c{top}", "rps"),
-            f"logbatch_c{top}_p99_ratio": ratio(c, b, f"logbatch_c{top}", "p99"),
-        }
-        for name, value in lines.items():
-            print(f"{name}: {fmt(value)}")
-        print(f"errors: {chart_errors}")
-        mem = c["rss_peak"] / b["rss_peak"]
-        print(f"memory_ratio: {fmt(mem)}")
-        if c["pss_peak"] and b["pss_peak"]:
-            print(f"memory_pss_ratio: {fmt(c['pss_peak'] / b['pss_peak'])}")
-        targets = {
-            "logmetric throughput >= 1.3": lines[f"logmetric_c{top}_throughput_ratio"] >= 1.3,
-            "logmetric p99 <= 0.8": lines[f"logmetric_c{top}_p99_ratio"] <= 0.8,
-            "logbatch throughput >= 1.0": lines[f"logbatch_c{top}_throughput_ratio"] >= 1.0,
-            "logbatch p99 <= 0.8": lines[f"logbatch_c{top}_p99_ratio"] <= 0.8,
-            "errors == 0": chart_errors == 0,
-            "memory <= 0.85": mem <= 0.85,
-        }
-        print(f"targets_met: {sum(targets.values())}/{len(targets)}")
-        for name, ok in targets.items():
-            if not ok:
-                print(f"# target missed: {name}")
-    else:
-        print(f"errors: {errors}")
+    for config in configs:
+        report_config(config.label, rounds[config.label])
+    loadgen = max(r.figures[n]["loadgen_cpu_pct"] for rs in rounds.values() for r in rs
+                  for n in r.figures)
+    print(f"loadgen_cpu_pct_max: {fmt(loadgen, 1)}")
+    if loadgen > 50:
+        print("# warning: the load generator used more than half a CPU in some window; it "
+              "competes with the server for the machine's cores")
+    top = max(args.concurrency)
+    names = list(rounds[configs[0].label][0].figures)
+    if args.sweep:
+        key = args.sweep.partition("=")[0]
+        sweep_table(key, [c.label for c in configs], args.sweep.partition("=")[2].split(","),
+                    rounds, names)
+        print(f"errors: {sum(r.errors for rs in rounds.values() for r in rs)}")
+        return 0
+    if "chart" not in rounds or "baseline" not in rounds:
+        print(f"errors: {sum(r.errors for rs in rounds.values() for r in rs)}")
+        return 0
+    c, b = rounds["chart"], rounds["baseline"]
+
+    def side(rs: list[Round], name: str, figure: str) -> list[float]:
+        return [r.figures.get(name, {}).get(figure, math.nan) for r in rs]
+
+    lines = {}
+    for workload in ("logmetric", "logbatch"):
+        name = f"{workload}_c{top}"
+        for what, figure in (("throughput", "rps"), ("p99", "p99_s")):
+            lines[f"{name}_{what}_ratio"] = report_ratio(
+                f"{name}_{what}_ratio", paired(c, b, name, figure), side(c, name, figure),
+                side(b, name, figure))
+        for figure in ("server_cpu_ms_per_req", "postgres_cpu_ms_per_req"):
+            report_ratio(f"{name}_{figure}_ratio", paired(c, b, name, figure),
+                         side(c, name, figure), side(b, name, figure))
+    chart_errors = sum(r.errors for r in c)
+    print(f"errors: {chart_errors}")
+    mem = report_ratio("memory_ratio", [x.rss_peak / y.rss_peak for x, y in zip(c, b, strict=True)],
+                       [x.rss_peak for x in c], [y.rss_peak for y in b])
+    if all(x.pss_peak and y.pss_peak for x, y in zip(c, b, strict=True)):
+        print(f"memory_pss_ratio: "
+              f"{fmt(median([x.pss_peak / y.pss_peak for x, y in zip(c, b, strict=True)]))}")
+    targets = {
+        "logmetric throughput >= 1.3": lines[f"logmetric_c{top}_throughput_ratio"] >= 1.3,
+        "logmetric p99 <= 0.8": lines[f"logmetric_c{top}_p99_ratio"] <= 0.8,
+        "logbatch throughput >= 1.0": lines[f"logbatch_c{top}_throughput_ratio"] >= 1.0,
+        "logbatch p99 <= 0.8": lines[f"logbatch_c{top}_p99_ratio"] <= 0.8,
+        "errors == 0": chart_errors == 0,
+        "memory <= 0.85": mem <= 0.85,
+    }
+    print(f"targets_met: {sum(targets.values())}/{len(targets)} (on the medians over rounds)")
+    for name, ok in targets.items():
+        if not ok:
+            print(f"# target missed: {name}")
     return 0
 
 

@@ -49,7 +49,7 @@ def test_a_helm_failure_without_a_failed_migration_is_helms_alone(world):
     assert CliRunner().invoke(main, ["install", *LOCAL], env=cli_env(world)).exit_code == 0
     bad = CliRunner().invoke(main, ["install", *LOCAL, "--set", "server.workers=3"],
                              env=cli_env(world, HELM_MIGRATION_RESULT="fail",
-                                         HELM_MIGRATION_FAILED_FOR="0"))
+                                         HELM_MIGRATION_FAIL_WAIT="1"))
     # The default runner succeeds: the Job never fails, so the recorder gives up (exit 2);
     # the CLI reports Helm's failure and no migration log.
     assert bad.exit_code == 5

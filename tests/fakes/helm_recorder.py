@@ -122,7 +122,7 @@ def fail_migration(argv: list[str], ns: str, name: str, docs: list[dict], helm4:
             if exc.code != 409:
                 raise
     call("POST", base, job)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + float(os.environ.get("HELM_MIGRATION_FAIL_WAIT", "10"))
     while not call("GET", f"{base}/{job_name}").get("status", {}).get("failed"):
         if time.monotonic() > deadline:
             print("helm_recorder: the migration Job did not fail", file=sys.stderr)
