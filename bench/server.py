@@ -12,9 +12,10 @@ client, as the MLflow client keeps its own); each sends its next request when th
 answered. Workloads: log-metric and log-batch (100 metrics) at each concurrency, and an
 experiments search. Every client logs to its own run (runs are created first), as training jobs
 do. Any non-200 answer or timeout is an error; `errors` counts the chart's over every workload
-(warm-up included), `baseline_errors` the baseline's. Latency quantiles cover every request sent
-in the measured window, waited for to the end, a failed one at the time it took to fail (a
-timeout counts its full wait); requests/s counts the successful answers in the window. A window
+(warm-up included), `baseline_errors` the baseline's. Latency quantiles cover every request
+outstanding at some time in the measured window (sent before it and still waiting included),
+waited for to the end, a failed one at the time it took to fail (a timeout counts its full
+wait); requests/s counts the successful answers in the window. A window
 lasts `--seconds`, extended (up to `--max-seconds`) until `--min-completed` answers arrived in
 it, so no rate is taken over zero answers; `*_window_s` prints its real length.
 
@@ -379,10 +380,13 @@ async def load(
             done = time.monotonic()
             if not window:
                 continue
-            # Latency: every request sent in the window, however long it takes to answer (the
-            # load waits for it), a failed one at the time it took to fail. Throughput: the
-            # successful answers that arrived in the window.
-            if window[0] <= started < window[1]:
+            # Latency: every request outstanding at some time in the window, however long it
+            # takes to answer (the load waits for it), a failed one at the time it took to fail.
+            # A request sent during the warm-up and still waiting when the window opens counts:
+            # a client stuck behind a full pool for the 30 s timeout is a latency of the window,
+            # and a window shorter than the timeout would otherwise never see it. Throughput:
+            # the successful answers that arrived in the window.
+            if started < window[1] and done >= window[0]:
                 result.latencies.append(done - started)
             if ok and window[0] <= done <= window[1]:
                 result.completed += 1
