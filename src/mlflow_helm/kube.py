@@ -362,26 +362,16 @@ class Kube:
 
     def job_logs(self, namespace: str, job: str, container: str, lines: int = 30) -> str:
         """The last lines of `container` in the Job's newest pod ("" when there is none)."""
-        pods = self._call(lambda: self._request(
-            "GET", f"/api/v1/namespaces/{quote(namespace)}/pods",
-            query=[("labelSelector", f"batch.kubernetes.io/job-name={job}")]),
-            f"list the pods of job {namespace}/{job}").get("items") or []
-        if not pods:
-            return ""
-        newest = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
-        return self._pod_log(namespace, newest["metadata"]["name"], container, lines)
+        pods = self._job_pods(namespace, job)
+        return self._pod_log(namespace, pods[0]["metadata"]["name"], container, lines) \
+            if pods else ""
 
     def failed_container(self, namespace: str, job: str, lines: int = 30) -> tuple[str, str] | None:
         """(container, last log lines) of the newest pod of the Job with a container that
         exited non-zero: init containers first, as they ran (core/v1 PodStatus
         initContainerStatuses, containerStatuses: state.terminated.exitCode); None when no
         container of it failed."""
-        pods = self._call(lambda: self._request(
-            "GET", f"/api/v1/namespaces/{quote(namespace)}/pods",
-            query=[("labelSelector", f"batch.kubernetes.io/job-name={job}")]),
-            f"list the pods of job {namespace}/{job}").get("items") or []
-        for pod in sorted(pods, reverse=True,
-                          key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", "")):
+        for pod in self._job_pods(namespace, job):
             status = pod.get("status") or {}
             for container in [*(status.get("initContainerStatuses") or []),
                               *(status.get("containerStatuses") or [])]:
@@ -391,6 +381,16 @@ class Kube:
                     return container["name"], self._pod_log(
                         namespace, pod["metadata"]["name"], container["name"], lines)
         return None
+
+    def _job_pods(self, namespace: str, job: str) -> list[dict]:
+        """The Job's pods, newest first: the Job controller labels each with
+        batch.kubernetes.io/job-name."""
+        pods = self._call(lambda: self._request(
+            "GET", f"/api/v1/namespaces/{quote(namespace)}/pods",
+            query=[("labelSelector", f"batch.kubernetes.io/job-name={job}")]),
+            f"list the pods of job {namespace}/{job}").get("items") or []
+        return sorted(pods, reverse=True,
+                      key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
 
     def _pod_log(self, namespace: str, pod: str, container: str, lines: int) -> str:
         try:

@@ -48,6 +48,12 @@ def upgraded_from(world, app_version: str, *install_args: str) -> None:
     assert second.exit_code == 0, second.output
 
 
+def two_revisions(world) -> None:
+    """Two revisions of this chart, one MLflow: the second only changes a value."""
+    assert cli(world, "install", *LOCAL).exit_code == 0
+    assert cli(world, "install", *LOCAL, "--set", "server.workers=3").exit_code == 0
+
+
 def migrate_job(world) -> None:
     world.kube.add_finished_job("mlflow", "mlflow-migrate-3f9a0c1d2e", {
         "app.kubernetes.io/instance": "mlflow", "app.kubernetes.io/component": "migrate"},
@@ -80,8 +86,7 @@ def test_a_rollback_to_an_older_mlflow_is_refused_naming_the_dump(world):
 
 
 def test_a_rollback_within_one_mlflow_runs_at_once(world):
-    assert cli(world, "install", *LOCAL).exit_code == 0
-    assert cli(world, "install", *LOCAL, "--set", "server.workers=3").exit_code == 0
+    two_revisions(world)
     result = cli(world, "rollback", "1")
     assert result.exit_code == 0, result.output
     assert "revision 2 -> 1: MLflow 3.17.2 -> 3.17.2" in result.stdout
@@ -93,8 +98,7 @@ def test_a_rollback_within_one_mlflow_runs_at_once(world):
 
 
 def test_dry_run_says_and_does_nothing(world):
-    assert cli(world, "install", *LOCAL).exit_code == 0
-    assert cli(world, "install", *LOCAL, "--set", "server.workers=3").exit_code == 0
+    two_revisions(world)
     result = cli(world, "rollback", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "revision 2 -> 1" in result.stdout

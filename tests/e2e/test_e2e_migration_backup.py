@@ -39,14 +39,19 @@ TABLES = {
     "metrics": "SELECT run_uuid, `key`, value, step FROM metrics ORDER BY run_uuid, `key`, step",
     "tags": "SELECT run_uuid, `key`, value FROM tags ORDER BY run_uuid, `key`",
 }
-PG_TABLES = {name: query.replace("`", "") for name, query in TABLES.items()}
 MYSQL_PASSWORD = "My$(NOT_A_VAR)pw'\"%:e2e"
 
 
-def fill_with_old_mlflow(rel: Release, old_mlflow: Path, uri: str, env: dict | None = None):
-    """MLflow 2.22 makes its schema and logs runs, straight into the database."""
+def fill_with_old_mlflow(rel: Release, old_mlflow: Path) -> str:
+    """MLflow 2.22 makes its schema and logs runs, straight into the release's database; returns
+    the schema revision it left. PostgreSQL through psycopg2, the driver the 2.22 release
+    rendered (test_e2e_upgrade.py says why), with the pods' PGPASSWORD."""
+    env = rel._migrate_env()
+    uri = env["MLFLOW_BACKEND_STORE_URI"].replace("postgresql+psycopg://",
+                                                   "postgresql+psycopg2://")
+    password = {"PGPASSWORD": env["PGPASSWORD"]} if "PGPASSWORD" in env else {}
     out = run_client(OLD_WORKLOAD, uri, rel.workdir / "old-client",
-                     python=str(old_mlflow / "bin" / "python"), env=env)
+                     python=str(old_mlflow / "bin" / "python"), env=password)
     assert out["mlflow"].startswith("2.22.")
     return rel.db_query("SELECT version_num FROM alembic_version")[0][0]
 
@@ -66,7 +71,7 @@ def external_mysql(release_factory, name: str, **values) -> Release:
 
 def test_mysql_dump_before_migrating_restores_every_row(release_factory, old_mlflow):
     rel = external_mysql(release_factory, "backup-mysql")
-    old_revision = fill_with_old_mlflow(rel, old_mlflow, rel.backend_uri())
+    old_revision = fill_with_old_mlflow(rel, old_mlflow)
     before = {table: rel.db_query(query) for table, query in TABLES.items()}
     assert len(before["runs"]) == 3 and len(before["metrics"]) == 12
 
@@ -99,9 +104,7 @@ def test_mysql_dump_before_migrating_restores_every_row(release_factory, old_mlf
 def test_gcs_destination_uploads_the_checked_dump(release_factory, old_mlflow):
     rel = release_factory("backup-gcs", values={
         "artifacts": {"type": "gcs", "gcs": {"bucket": "team-artifacts"}}})
-    password = rel._migrate_env()["PGPASSWORD"]
-    uri = rel.backend_uri().replace("postgresql+psycopg://", "postgresql+psycopg2://")
-    old_revision = fill_with_old_mlflow(rel, old_mlflow, uri, env={"PGPASSWORD": password})
+    old_revision = fill_with_old_mlflow(rel, old_mlflow)
     assert not [c for c in rel.cluster.all("PersistentVolumeClaim")
                 if "backups" in c["metadata"]["name"]], "GCS destination: no backup volume"
 
@@ -124,9 +127,7 @@ def test_no_backup_no_migration(release_factory, old_mlflow):
     """The dump did not happen (here: the backup container never ran): the migration refuses
     before its first statement and the schema stays where it was."""
     rel = release_factory("backup-missing")
-    password = rel._migrate_env()["PGPASSWORD"]
-    uri = rel.backend_uri().replace("postgresql+psycopg://", "postgresql+psycopg2://")
-    old_revision = fill_with_old_mlflow(rel, old_mlflow, uri, env={"PGPASSWORD": password})
+    old_revision = fill_with_old_mlflow(rel, old_mlflow)
     pod = rel._migrate_pod()
     plan = pod.run(pod.spec["initContainers"][0], timeout=300)
     assert plan.proc.returncode == 0, plan.output()
@@ -146,9 +147,7 @@ def test_empty_database_needs_no_backup_and_opting_out_says_so(release_factory, 
 
     off = release_factory("backup-off", values={"migrations": {"backup": {"enabled": False}}})
     assert "initContainers" not in off.job["spec"]["template"]["spec"]
-    password = off._migrate_env()["PGPASSWORD"]
-    uri = off.backend_uri().replace("postgresql+psycopg://", "postgresql+psycopg2://")
-    fill_with_old_mlflow(off, old_mlflow, uri, env={"PGPASSWORD": password})
+    fill_with_old_mlflow(off, old_mlflow)
     process = off.migrate()
     assert ("WARNING: migrating (tracking " in process.output()
             and "without a backup: migrations.backup.enabled is false" in process.output())
@@ -169,9 +168,7 @@ def test_cloudsql_migration_needs_the_backup_taken_for_its_version(release_facto
     rel = release("backup-cloudsql", {"backupId": "1733561000000", "mlflowVersion": "3.16.0"})
     init = [c["name"] for c in rel.job["spec"]["template"]["spec"]["initContainers"]]
     assert init == ["cloud-sql-proxy"]
-    uri = rel.backend_uri().replace("postgresql+psycopg://", "postgresql+psycopg2://")
-    old_revision = fill_with_old_mlflow(rel, old_mlflow, uri,
-                                        env={"PGPASSWORD": "Cl0udSqlPw-e2e"})
+    old_revision = fill_with_old_mlflow(rel, old_mlflow)
     pod = rel._migrate_pod()
     stale = pod.run(pod.container("migrate"), timeout=300)
     assert stale.proc.returncode == 1
@@ -182,7 +179,7 @@ def test_cloudsql_migration_needs_the_backup_taken_for_its_version(release_facto
     assert rel.db_query("SELECT version_num FROM alembic_version") == [(old_revision,)]
 
     good = release("backup-cloudsql-ok", {"backupId": "1733561999000", "mlflowVersion": "3.17.2"})
-    fill_with_old_mlflow(good, old_mlflow, uri, env={"PGPASSWORD": "Cl0udSqlPw-e2e"})
+    fill_with_old_mlflow(good, old_mlflow)
     process = good.migrate()
     assert ("backup: Cloud SQL backup 1733561999000 of instance proj:europe-west1:shared, "
             "taken for MLflow 3.17.2") in process.output()

@@ -440,13 +440,14 @@ def backup_plan(uri: str, with_auth: bool, timeout: float) -> None:
     if not plan_dir:
         fail("MLFLOW_BACKUP_PLAN_DIR is not set")
     engine = wait_for_database(uri, timeout)
-    changes = due(revisions(engine, with_auth), with_auth)
+    before = revisions(engine, with_auth)
+    changes = due(before, with_auth)
     if not changes:
         log("no migration due on a database with data: no backup needed")
         return
     url = make_url(uri)
     stamp = time.gmtime()
-    revision = current_revision(engine) or "empty"
+    revision = before["tracking"] or "empty"
     plan = {
         "ENGINE": "mysql" if url.get_backend_name() == "mysql" else "postgresql",
         "NAME": f"{url.database}-{time.strftime('%Y%m%dT%H%M%SZ', stamp)}-from-{revision}",
