@@ -645,8 +645,10 @@ def sweep_table(key: str, labels: list[str], values: list[str], rounds: dict[str
     for name in names:
         print(f"# sweep {key}, {name} (median over {len(rounds[labels[0]])} rounds, "
               "min-max in brackets)")
-        print(f"| {key} | req/s | p99 s | server CPU ms/req | PostgreSQL CPU ms/req | errors |")
-        print("|---|---|---|---|---|---|")
+        print(f"| {key} | req/s | p99 s | server CPU ms/req | PostgreSQL CPU ms/req | errors "
+              f"| req/s ÷ {values[0]}'s, paired by round (95% interval) |")
+        print("|---|---|---|---|---|---|---|")
+        first = rounds[labels[0]]
         for label, value in zip(labels, values, strict=True):
             rs = rounds[label]
 
@@ -654,9 +656,16 @@ def sweep_table(key: str, labels: list[str], values: list[str], rounds: dict[str
                 vals = [r.figures[name][figure] for r in rs]
                 return f"{fmt(median(vals), digits)} [{spread(vals).split(' (')[0]}]"
 
+            # The same round's configurations ran back to back, so a per-round ratio cancels
+            # what the machine did in that round; "clear" when its interval excludes 1.0.
+            ratios = paired(rs, first, name, "rps")
+            lo, hi = bootstrap_ci(ratios)
+            clear = not math.isnan(lo) and (lo > 1.0 or hi < 1.0)
+            versus = ("1" if label == labels[0] else
+                      f"{fmt(median(ratios))} ({fmt(lo)}-{fmt(hi)}{', clear' if clear else ''})")
             print(f"| {value} | {cell('rps', 1)} | {cell('p99_s', 3)} | "
                   f"{cell('server_cpu_ms_per_req', 1)} | {cell('postgres_cpu_ms_per_req', 1)} | "
-                  f"{sum(r.errors for r in rs)} |")
+                  f"{sum(r.errors for r in rs)} | {versus} |")
 
 
 def set_value(values: dict, assignment: str) -> None:

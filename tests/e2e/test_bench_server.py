@@ -82,7 +82,11 @@ def test_sweep_prints_a_table_per_workload(helm4: str) -> None:
     assert "baseline_rounds" not in lines
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| server.threadLimit | req/s | p99 s | server CPU ms/req")
+    assert table[0].endswith("| req/s ÷ 8's, paired by round (95% interval) |")
     assert [row.split(" | ")[0] for row in table[1:]] == ["| 8", "| 40"]
+    # The first value is the reference; with one round there is no interval to give.
+    assert table[1].endswith(" | 1 |")
+    assert re.search(rf"\| {NUMBER} \(nan-nan\) \|$", table[2]), table[2]
     assert lines["errors"] == "0"
 
 
