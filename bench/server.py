@@ -589,6 +589,11 @@ def bootstrap_ci(values: list[float], resamples: int = 2000) -> tuple[float, flo
     return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
+def clear_of_one(lo: float, hi: float) -> bool:
+    """A ratio differs beyond the noise when its 95% interval excludes 1.0."""
+    return not math.isnan(lo) and (lo > 1.0 or hi < 1.0)
+
+
 def report_config(label: str, rounds: list[Round]) -> None:
     """Each figure as the median over rounds, with its spread."""
     print(f"{label}_config: {rounds[0].description}")
@@ -632,7 +637,7 @@ def report_ratio(name: str, ratios: list[float], a: list[float], b: list[float])
     print(f"{name}_rounds: {' '.join(fmt(r) for r in ratios)}")
     print(f"{name}_ci95: {fmt(lo)}-{fmt(hi)}")
     overlap = bool(a and b) and min(a) <= max(b) and min(b) <= max(a)
-    clear = not math.isnan(lo) and (lo > 1.0 or hi < 1.0)
+    clear = clear_of_one(lo, hi)
     print(f"{name}_clear: {'yes' if clear else 'no'} (the 95% interval of the median ratio "
           f"{'excludes' if clear else 'includes'} 1.0; the two sides' ranges "
           f"{'overlap' if overlap else 'do not overlap'})")
@@ -657,10 +662,10 @@ def sweep_table(key: str, labels: list[str], values: list[str], rounds: dict[str
                 return f"{fmt(median(vals), digits)} [{spread(vals).split(' (')[0]}]"
 
             # The same round's configurations ran back to back, so a per-round ratio cancels
-            # what the machine did in that round; "clear" when its interval excludes 1.0.
+            # what the machine did in that round.
             ratios = paired(rs, first, name, "rps")
             lo, hi = bootstrap_ci(ratios)
-            clear = not math.isnan(lo) and (lo > 1.0 or hi < 1.0)
+            clear = clear_of_one(lo, hi)
             versus = ("1" if label == labels[0] else
                       f"{fmt(median(ratios))} ({fmt(lo)}-{fmt(hi)}{', clear' if clear else ''})")
             print(f"| {value} | {cell('rps', 1)} | {cell('p99_s', 3)} | "
