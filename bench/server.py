@@ -657,9 +657,15 @@ def sweep_table(key: str, labels: list[str], values: list[str], rounds: dict[str
         for label, value in zip(labels, values, strict=True):
             rs = rounds[label]
 
-            def cell(figure: str, digits: int, rs=rs, name=name) -> str:
-                vals = [r.figures[name][figure] for r in rs]
-                return f"{fmt(median(vals), digits)} [{spread(vals).split(' (')[0]}]"
+            def cell(figure: str, digits: int | None, rs=rs, name=name) -> str:
+                """median [min-max], all three to the same digits (None: 2 below 10, else 1)."""
+                vals = [v for v in (r.figures[name][figure] for r in rs) if not math.isnan(v)]
+                if not vals:
+                    return "nan"
+                mid = median(vals)
+                if digits is None:
+                    digits = 2 if mid < 10 else 1
+                return f"{fmt(mid, digits)} [{fmt(min(vals), digits)}-{fmt(max(vals), digits)}]"
 
             # The same round's configurations ran back to back, so a per-round ratio cancels
             # what the machine did in that round.
@@ -668,8 +674,8 @@ def sweep_table(key: str, labels: list[str], values: list[str], rounds: dict[str
             clear = clear_of_one(lo, hi)
             versus = ("1" if label == labels[0] else
                       f"{fmt(median(ratios))} ({fmt(lo)}-{fmt(hi)}{', clear' if clear else ''})")
-            print(f"| {value} | {cell('rps', 1)} | {cell('p99_s', 3)} | "
-                  f"{cell('server_cpu_ms_per_req', 1)} | {cell('postgres_cpu_ms_per_req', 1)} | "
+            cpu = f"{cell('server_cpu_ms_per_req', None)} | {cell('postgres_cpu_ms_per_req', None)}"
+            print(f"| {value} | {cell('rps', 1)} | {cell('p99_s', 3)} | {cpu} | "
                   f"{sum(r.errors for r in rs)} | {versus} |")
 
 

@@ -87,6 +87,13 @@ def test_sweep_prints_a_table_per_workload(helm4: str) -> None:
     # The first value is the reference; with one round there is no interval to give.
     assert table[1].endswith(" | 1 |")
     assert re.search(rf"\| {NUMBER} \(nan-nan\) \|$", table[2]), table[2]
+    # Each figure is "median [min-max]", all three to the same digits.
+    cells = table[1].split(" | ")
+    assert re.fullmatch(r"\d+\.\d \[\d+\.\d-\d+\.\d\]", cells[1]), cells[1]
+    assert re.fullmatch(r"\d+\.\d{3} \[\d+\.\d{3}-\d+\.\d{3}\]", cells[2]), cells[2]
+    for cpu in cells[3:5]:
+        n = rf"\d+\.\d{{{2 if float(cpu.split()[0]) < 10 else 1}}}"
+        assert re.fullmatch(rf"{n} \[{n}-{n}\]", cpu), cpu
     assert lines["errors"] == "0"
 
 
