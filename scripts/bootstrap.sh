@@ -3,7 +3,7 @@
 # developer's machine: Debian services, Helm 3 and Helm 4 (pinned, sha256-checked), the chart
 # README generator, and the Python virtualenv .venv with the project and its test extras.
 #
-#   scripts/bootstrap.sh            everything
+#   scripts/bootstrap.sh            everything (as root, also the e2e suite's container images)
 #   SKIP_APT=1 scripts/bootstrap.sh without Debian packages (when they are already there)
 #   scripts/bootstrap.sh demo       only what `make demo` needs: Helm 4 (unless HELM4_BIN
 #                                   names one) and .venv with the package and the fakes; no
@@ -36,7 +36,10 @@ elif [[ ! -x $TOOLS/helm4/helm ]] || [[ $PROFILE != demo && ! -x $TOOLS/helm3/he
 fi
 
 # --- Debian packages: services the e2e and publication tests start themselves --------------
-APT_PACKAGES=(postgresql mariadb-server docker-registry gnupg shellcheck)
+# runc, mmdebstrap, containers-common (its seccomp profile) and iproute2: the e2e suite's real
+# containers (scripts/build-images.py, tests/e2e/e2e_oci.py).
+APT_PACKAGES=(postgresql mariadb-server docker-registry gnupg shellcheck
+  runc mmdebstrap golang-github-containers-common iproute2)
 if [[ -z "${SKIP_APT:-}" && $PROFILE != demo ]]; then
   missing=()
   for pkg in "${APT_PACKAGES[@]}"; do
@@ -116,5 +119,11 @@ VIRTUAL_ENV=$ROOT/.venv "$ROOT/.venv/bin/uv" pip install -q -e "${ROOT}[$EXTRAS]
 # Up-to-date files are skipped (a few seconds).
 "$ROOT/.venv/bin/python" -m compileall -q -j 0 \
   "$("$ROOT/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
+
+# --- Container images for the e2e suite's real containers (cached by recipe hash) -------------
+if [[ $PROFILE != demo && $(id -u) == 0 ]]; then
+  log "container images"
+  python3 scripts/build-images.py
+fi
 
 log "done"

@@ -1,0 +1,707 @@
+"""The rendered pods as a cluster runs them: each container under runc, from an OCI bundle made
+from the pod spec, in the pod's own network namespace.
+
+What a kubelet and containerd decide, and where this follows them (sources cited inline):
+- the security context (pod level merged with container level), the user and groups, the
+  capability sets, no_new_privs, seccomp `RuntimeDefault` (the profile Debian's containers-common
+  installs, the one podman and CRI-O apply), the read-only root;
+- volumes at their mount paths, owned by `fsGroup` the way the kubelet's SetVolumeOwnership
+  leaves them, configMap/Secret volumes read-only with their modes;
+- `/etc/hosts` (the pod's name plus every Service name, as cluster DNS would answer),
+  `/etc/hostname`, `/etc/resolv.conf`, `/dev/termination-log`;
+- a network namespace per pod on a bridge of its own, with no default route: nothing a
+  container does can leave the machine. Services are a proxy on the bridge per Service IP and
+  port (what kube-proxy's userspace mode did), to a pod or to a local service.
+
+Each container's root is an overlay of the image's root filesystem (scripts/build-images.py)
+and a per-container upper directory, as a snapshotter provides it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2e_kube import REPO_ROOT, Cluster, KubeError, Pod, Process
+from e2e_services import spawn, tail
+
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+BUILD_IMAGES = REPO_ROOT / "scripts" / "build-images.py"
+# containers-common's default profile (Debian package golang-github-containers-common): the
+# moby-format profile podman, buildah and CRI-O load for RuntimeDefault.
+SECCOMP_PROFILE = Path("/usr/share/containers/seccomp.json")
+# containerd's default capability set for a container (containerd pkg/oci/spec.go,
+# defaultUnixCaps; the same list moby and CRI-O use).
+DEFAULT_CAPS = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+
+# ----------------------------------------------------------------------------- images ----
+
+
+@dataclass
+class Image:
+    tag: str
+    rootfs: Path
+    config: dict
+
+    @classmethod
+    def load(cls, path: Path) -> Image:
+        build = json.loads((path / "build.json").read_text())
+        return cls(build["tag"], path / "rootfs", json.loads((path / "config.json").read_text()))
+
+    def passwd(self, uid_or_name: str) -> tuple[int, int] | None:
+        """(uid, gid) of a user of the image's /etc/passwd, by name or number."""
+        for line in (self.rootfs / "etc" / "passwd").read_text().splitlines():
+            parts = line.split(":")
+            if len(parts) >= 4 and uid_or_name in (parts[0], parts[2]):
+                return int(parts[2]), int(parts[3])
+        return None
+
+    def groups_of(self, name: str) -> list[int]:
+        """Supplementary groups of a user from the image's /etc/group (containerd adds them)."""
+        found = []
+        for line in (self.rootfs / "etc" / "group").read_text().splitlines():
+            parts = line.split(":")
+            if len(parts) >= 4 and name in parts[3].split(","):
+                found.append(int(parts[2]))
+        return found
+
+    def user_name(self, uid: int) -> str | None:
+        for line in (self.rootfs / "etc" / "passwd").read_text().splitlines():
+            parts = line.split(":")
+            if len(parts) >= 3 and parts[2] == str(uid):
+                return parts[0]
+        return None
+
+
+def build_images(*names: str) -> dict[str, Image]:
+    """Build (or find cached) images by recipe name; returns them by tag."""
+    out = subprocess.run(
+        ["python3", str(BUILD_IMAGES), *names], capture_output=True, text=True, timeout=1800
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"scripts/build-images.py {' '.join(names)} failed:\n{out.stderr}")
+    images = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"[\w-]+: (\S+) \(", line)
+        if m:
+            image = Image.load(Path(m.group(1)))
+            images[image.tag] = image
+    return images
+
+
+# ------------------------------------------------------------------ security context ----
+
+
+def effective_security(pod_spec: dict, container: dict) -> dict:
+    """The container's securityContext over the pod's (the pod's fields that also exist on a
+    container apply unless the container sets them: k8s.io/api core/v1 PodSecurityContext)."""
+    pod = pod_spec.get("securityContext") or {}
+    own = container.get("securityContext") or {}
+    merged = {
+        k: pod[k]
+        for k in ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile", "seLinuxOptions")
+        if k in pod
+    }
+    merged.update(own)
+    return merged
+
+
+def capabilities(security: dict) -> list[str]:
+    """The container's capability set: containerd's defaults, then `drop`, then `add` (the CRI
+    plugin's WithCapabilities: drop ALL empties the set before adds are applied)."""
+    caps = security.get("capabilities") or {}
+    drop = {c.upper() for c in caps.get("drop") or []}
+    add = {c.upper() for c in caps.get("add") or []}
+    result = [] if "ALL" in drop else [c for c in DEFAULT_CAPS if c[4:] not in drop]
+    if "ALL" in add:
+        raise KubeError("capabilities.add [ALL] is not handled by this runner")
+    for cap in sorted(add):
+        name = cap if cap.startswith("CAP_") else f"CAP_{cap}"
+        if name not in result:
+            result.append(name)
+    return result
+
+
+def process_user(
+    pod_spec: dict, container: dict, image: Image, pod_name: str
+) -> tuple[int, int, list[int]]:
+    """(uid, gid, additional gids) as the kubelet and containerd set them, refusing what the
+    kubelet refuses (kubelet kuberuntime_container.go verifyRunAsNonRoot; its messages)."""
+    security = effective_security(pod_spec, container)
+    pod_security = pod_spec.get("securityContext") or {}
+    image_user = image.config.get("User") or ""
+    name = None
+    if "runAsUser" in security:
+        uid = int(security["runAsUser"])
+        entry = image.passwd(str(uid))
+        gid = entry[1] if entry else 0
+        name = image.user_name(uid)
+    elif image_user:
+        user, _, group = image_user.partition(":")
+        if not user.isdigit() and security.get("runAsNonRoot"):
+            raise KubeError(
+                f"container has runAsNonRoot and image has non-numeric user ({user}), cannot "
+                f"verify user is non-root (pod: {pod_name}, container: {container['name']})"
+            )
+        entry = image.passwd(user)
+        if entry is None:
+            raise KubeError(f"unable to find user {user}: no matching entries in passwd file")
+        uid, gid = entry
+        name = image.user_name(uid)
+        if group:
+            gid = int(group) if group.isdigit() else gid
+    else:
+        uid, gid, name = 0, 0, "root"
+    if security.get("runAsNonRoot") and uid == 0:
+        raise KubeError(
+            "container has runAsNonRoot and image will run as root "
+            f"(pod: {pod_name}, container: {container['name']})"
+        )
+    if "runAsGroup" in security:
+        gid = int(security["runAsGroup"])
+    groups = list(image.groups_of(name)) if name else []
+    groups += [int(g) for g in pod_security.get("supplementalGroups") or []]
+    if "fsGroup" in pod_security:
+        groups.append(int(pod_security["fsGroup"]))
+    seen: list[int] = []
+    for g in groups:
+        if g not in seen:
+            seen.append(g)
+    return uid, gid, seen
+
+
+_ARCHES = {"amd64": "SCMP_ARCH_X86_64", "x86": "SCMP_ARCH_X86", "x32": "SCMP_ARCH_X32"}
+
+
+def runtime_default_seccomp(caps: list[str]) -> dict:
+    """containers-common's profile converted to the OCI runtime spec's linux.seccomp, as the
+    runtimes do when loading it (containers/common pkg/seccomp): rules apply for this machine's
+    architecture and only where the container holds the capabilities they require."""
+    profile = json.loads(SECCOMP_PROFILE.read_text())
+    arch = "amd64"
+    kernel = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    held = {c.upper() for c in caps}
+    syscalls = []
+    for rule in profile["syscalls"]:
+        inc, exc = rule.get("includes") or {}, rule.get("excludes") or {}
+        if inc.get("arches") and arch not in inc["arches"]:
+            continue
+        if exc.get("arches") and arch in exc["arches"]:
+            continue
+        if inc.get("caps") and not all(c.upper() in held for c in inc["caps"]):
+            continue
+        if exc.get("caps") and any(c.upper() in held for c in exc["caps"]):
+            continue
+        if inc.get("minKernel"):
+            want = tuple(int(x) for x in re.findall(r"\d+", inc["minKernel"])[:2])
+            if kernel < want:
+                continue
+        entry = {"names": rule["names"], "action": rule["action"]}
+        if rule.get("args"):
+            entry["args"] = [
+                {k: a[k] for k in ("index", "value", "valueTwo", "op") if k in a}
+                for a in rule["args"]
+            ]
+        errno = rule.get("errnoRet")
+        if errno is not None:
+            entry["errnoRet"] = errno
+        syscalls.append(entry)
+    arches = next(
+        [a["architecture"], *a.get("subArchitectures", [])]
+        for a in profile["archMap"]
+        if a["architecture"] == _ARCHES[arch]
+    )
+    out = {"defaultAction": profile["defaultAction"], "architectures": arches, "syscalls": syscalls}
+    if profile.get("defaultErrnoRet") is not None:
+        out["defaultErrnoRet"] = profile["defaultErrnoRet"]
+    return out
+
+
+def set_volume_ownership(path: Path, fs_group: int, readonly: bool) -> None:
+    """What the kubelet does to a volume of a pod with fsGroup (pkg/volume/volume_linux.go,
+    SetVolumeOwnership): every file's group becomes fsGroup, files gain rw (ro) for the group,
+    directories also the set-gid bit and x, so files made later inherit the group."""
+    mask = 0o440 if readonly else 0o660
+    for root, dirs, files in os.walk(path):
+        for name in [None, *dirs, *files]:
+            p = Path(root) if name is None else Path(root) / name
+            if p.is_symlink():
+                continue
+            st = p.lstat()
+            os.chown(p, -1, fs_group)
+            mode = st.st_mode & 0o7777 | mask
+            if p.is_dir():
+                mode |= 0o2000 | 0o110
+            os.chmod(p, mode)
+
+
+# ------------------------------------------------------------------------ networking ----
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") else 9
+
+
+class ServiceProxy:
+    """One listening address that forwards each connection to a backend, both ways."""
+
+    def __init__(self, listen: tuple[str, int], backend: tuple[str, int]):
+        self.backend = backend
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(listen)
+        self.sock.listen(128)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.backend, timeout=10)
+        except OSError:
+            client.close()  # as a Service with no ready endpoint: the connection is refused
+            return
+        upstream.settimeout(None)
+        sel = selectors.DefaultSelector()
+        sel.register(client, selectors.EVENT_READ, upstream)
+        sel.register(upstream, selectors.EVENT_READ, client)
+        try:
+            open_sides = 2
+            while open_sides:
+                for key, _ in sel.select(timeout=600):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        key.data.shutdown(socket.SHUT_WR)
+                        sel.unregister(key.fileobj)
+                        open_sides -= 1
+                    else:
+                        key.data.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
+@dataclass
+class PodNetwork:
+    """A bridge with a /24 of its own per test worker; each pod a network namespace on it.
+    Service IPs are extra addresses of the bridge; pods have no default route."""
+
+    index: int = field(default_factory=_worker_index)
+    pods: list[str] = field(default_factory=list)
+    proxies: list[ServiceProxy] = field(default_factory=list)
+    service_ips: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.bridge = f"mh{self.index}br"
+        self.prefix = f"10.213.{self.index}"
+        self.gateway = f"{self.prefix}.1"
+        self._cleanup_stale()
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+
+    def _cleanup_stale(self) -> None:
+        """What a run killed before its teardown left: the bridge and this worker's netns."""
+        _ip("link", "del", self.bridge, check=False)
+        for line in _ip("netns", "list", check=False).stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(f"mh{self.index}-"):
+                _ip("netns", "del", name, check=False)
+
+    def add_pod(self) -> tuple[str, str]:
+        """A new network namespace with one interface on the bridge: (netns path, pod IP)."""
+        k = len(self.pods)
+        ns, veth = f"mh{self.index}-p{k}", f"mh{self.index}p{k}"
+        ip = f"{self.prefix}.{10 + k}"
+        _ip("netns", "add", ns)
+        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("link", "set", veth, "master", self.bridge, "up")
+        _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        _ip("-n", ns, "link", "set", "eth0", "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        self.pods.append(ns)
+        return f"/var/run/netns/{ns}", ip
+
+    def service_ip(self, name: str) -> str:
+        """The Service's cluster IP: an address of the bridge, so pods and tests reach it."""
+        if name not in self.service_ips:
+            ip = f"{self.prefix}.{200 + len(self.service_ips)}"
+            _ip("addr", "add", f"{ip}/32", "dev", self.bridge)
+            self.service_ips[name] = ip
+        return self.service_ips[name]
+
+    def forward(self, name: str, port: int, backend: tuple[str, int]) -> tuple[str, int]:
+        ip = self.service_ip(name)
+        self.proxies.append(ServiceProxy((ip, port), backend))
+        return ip, port
+
+    def expose_local(self, port: int) -> tuple[str, int]:
+        """A loopback service of the host (the suite's databases, fake-gcs-server) on the
+        bridge, where pods can reach it."""
+        self.proxies.append(ServiceProxy((self.gateway, port), ("127.0.0.1", port)))
+        return self.gateway, port
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            proxy.close()
+        for ns in self.pods:
+            _ip("netns", "del", ns, check=False)
+        _ip("link", "del", self.bridge, check=False)
+
+
+# ------------------------------------------------------------------------------ pods ----
+
+
+def default_mounts() -> list[dict]:
+    """The mounts every container gets (runc's `spec` defaults, containerd's the same)."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
+    ]
+
+
+def _bind(source: Path, destination: str, readonly: bool) -> dict:
+    options = ["rbind", "rprivate"] + (["ro"] if readonly else [])
+    return {"destination": destination, "type": "bind", "source": str(source), "options": options}
+
+
+def _memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    m = re.fullmatch(r"(\d+)([KMG]i?)?", str(quantity))
+    if not m:
+        raise KubeError(f"memory quantity {quantity!r} is not handled")
+    return int(m.group(1)) * units.get(m.group(2) or "", 1)
+
+
+class OciPod(Pod):
+    """A pod whose containers run under runc in the pod's network namespace."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        spec: dict,
+        name: str,
+        images: dict[str, Image],
+        network: PodNetwork,
+        hosts: dict[str, str] | None = None,
+        metadata: dict | None = None,
+    ):
+        super().__init__(cluster, spec, name, metadata)
+        self.images = images
+        self.network = network
+        self.netns, self.ip = network.add_pod()
+        self.extra_hosts = hosts or {}
+        self.containers: list[str] = []
+        self.state = self.dir / "runc"
+        self.state.mkdir(exist_ok=True)
+        fs_group = (spec.get("securityContext") or {}).get("fsGroup")
+        for volume in spec.get("volumes") or []:
+            path = self.volumes[volume["name"]]
+            readonly = "configMap" in volume or "secret" in volume
+            if "emptyDir" in volume or "ephemeral" in volume:
+                # The kubelet makes an emptyDir 0777 (pkg/volume/emptydir: perm 0777).
+                path.chmod(0o777)
+            if fs_group is not None:
+                set_volume_ownership(path, int(fs_group), readonly)
+        self._write_etc()
+
+    def _write_etc(self) -> None:
+        etc = self.dir / "etc"
+        etc.mkdir(exist_ok=True)
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        fqdn = f"{self.name}.{self.cluster.namespace}.pod.cluster.local"
+        lines.append(f"{self.ip}\t{self.name} {fqdn}")
+        for host, ip in self.extra_hosts.items():
+            lines.append(f"{ip}\t{host}")
+        (etc / "hosts").write_text("\n".join(lines) + "\n")
+        (etc / "hostname").write_text(self.name + "\n")
+        # Cluster DNS's search path; there is no resolver: names come from /etc/hosts.
+        ns = self.cluster.namespace
+        (etc / "resolv.conf").write_text(
+            f"search {ns}.svc.cluster.local svc.cluster.local cluster.local\n"
+            "nameserver 127.0.0.53\noptions ndots:5\n"
+        )
+
+    def image_for(self, container: dict) -> Image:
+        ref = container["image"].split("@", 1)[0]
+        if ref not in self.images:
+            raise KubeError(
+                f"container {container['name']}: image {container['image']} not built here "
+                f"(built: {', '.join(sorted(self.images))})"
+            )
+        return self.images[ref]
+
+    def argv(self, container: dict, image: Image, env: dict[str, str]) -> list[str]:
+        """Entrypoint and Cmd as Kubernetes combines them with command and args (core/v1
+        Container: command replaces the Entrypoint and drops Cmd; args replaces Cmd)."""
+        from e2e_kube import expand
+
+        if container.get("command"):
+            argv = list(container["command"]) + list(container.get("args") or [])
+        elif container.get("args"):
+            argv = list(image.config.get("Entrypoint") or []) + list(container["args"])
+        else:
+            argv = list(image.config.get("Entrypoint") or []) + list(image.config.get("Cmd") or [])
+        return [expand(a, env.get) for a in argv]
+
+    def oci_config(self, container: dict, extra_env: dict[str, str] | None = None) -> dict:
+        image = self.image_for(container)
+        security = effective_security(self.spec, container)
+        uid, gid, groups = process_user(self.spec, container, image, self.name)
+        env: dict[str, str] = {}
+        for item in image.config.get("Env") or []:
+            k, _, v = item.partition("=")
+            env[k] = v
+        env["HOSTNAME"] = self.name
+        env.update(self.env(container))
+        env.update(extra_env or {})
+        caps = capabilities(security)
+        mounts = default_mounts()
+        mounts.append(_bind(self.dir / "etc" / "hosts", "/etc/hosts", False))
+        mounts.append(_bind(self.dir / "etc" / "hostname", "/etc/hostname", False))
+        mounts.append(_bind(self.dir / "etc" / "resolv.conf", "/etc/resolv.conf", False))
+        log = self.dir / f"termination-log-{container['name']}"
+        log.touch()
+        os.chown(log, uid, gid)
+        mounts.append(
+            _bind(log, container.get("terminationMessagePath", "/dev/termination-log"), False)
+        )
+        readonly_volumes = {
+            v["name"] for v in self.spec.get("volumes") or [] if "configMap" in v or "secret" in v
+        }
+        for mount in container.get("volumeMounts") or []:
+            if mount["name"] not in self.volumes:
+                raise KubeError(
+                    f"container {container['name']} mounts unknown volume {mount['name']}"
+                )
+            source = self.volumes[mount["name"]]
+            if mount.get("subPath"):
+                source = source / mount["subPath"]
+                source.mkdir(parents=True, exist_ok=True)
+            readonly = bool(mount.get("readOnly")) or mount["name"] in readonly_volumes
+            mounts.append(_bind(source, mount["mountPath"], readonly))
+        seccomp_type = (security.get("seccompProfile") or {}).get("type", "Unconfined")
+        linux: dict = {
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+                {"type": "network", "path": self.netns},
+            ],
+            "maskedPaths": [
+                "/proc/acpi",
+                "/proc/asound",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/sys/firmware",
+                "/proc/scsi",
+            ],
+            "readonlyPaths": [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+            ],
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+        }
+        limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit:
+            linux["resources"]["memory"] = {"limit": _memory_bytes(limit)}
+        if seccomp_type == "RuntimeDefault":
+            linux["seccomp"] = runtime_default_seccomp(caps)
+        elif seccomp_type != "Unconfined":
+            raise KubeError(f"seccompProfile {seccomp_type} is not handled")
+        cwd = container.get("workingDir") or image.config.get("WorkingDir") or "/"
+        return {
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": False,
+                "user": {"uid": uid, "gid": gid, "additionalGids": groups},
+                "args": self.argv(container, image, env),
+                "env": [f"{k}={v}" for k, v in env.items()],
+                "cwd": cwd,
+                "capabilities": {
+                    "bounding": caps,
+                    "effective": caps,
+                    "permitted": caps,
+                },
+                # The hard limits of this machine's shell; a node's would be higher.
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 20000, "soft": 20000}],
+                "noNewPrivileges": security.get("allowPrivilegeEscalation") is False,
+            },
+            "root": {"path": "rootfs", "readonly": bool(security.get("readOnlyRootFilesystem"))},
+            "hostname": self.name,
+            "mounts": mounts,
+            "linux": linux,
+        }
+
+    def _bundle(self, container: dict, config: dict) -> Path:
+        """The bundle: config.json and the container's root, an overlay of the image."""
+        n = len(self.containers)
+        bundle = self.dir / "bundles" / f"{n}-{container['name']}"
+        for sub in ("upper", "work", "rootfs"):
+            (bundle / sub).mkdir(parents=True, exist_ok=True)
+        image = self.image_for(container)
+        subprocess.run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={image.rootfs},upperdir={bundle / 'upper'},workdir={bundle / 'work'}",
+                str(bundle / "rootfs"),
+            ],
+            check=True,
+        )
+        (bundle / "config.json").write_text(json.dumps(config, indent=1))
+        return bundle
+
+    def start(self, container: dict, extra_env: dict[str, str] | None = None) -> Process:
+        config = self.oci_config(container, extra_env)
+        bundle = self._bundle(container, config)
+        cid = f"{self.network.bridge}-{self.name}-{len(self.containers)}-{container['name']}"
+        self.containers.append(cid)
+        log = self.dir / f"{container['name']}.log"
+        with open(log, "ab") as out:
+            out.write(f"$ {' '.join(config['process']['args'])}\n".encode())
+            out.flush()
+            # Foreground `runc run`: the container's stdio is runc's, runc forwards signals to
+            # the container's init and exits with its status.
+            proc = spawn(
+                [RUNC, "--root", str(self.state), "run", "--bundle", str(bundle), cid],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        process = Process(f"{self.name}/{container['name']}", proc, log)
+        self.processes.append(process)
+        return process
+
+    def exec_probe(self, container_id: str, command: list[str], timeout: float) -> int:
+        out = subprocess.run(
+            [RUNC, "--root", str(self.state), "exec", container_id, *command],
+            capture_output=True,
+            timeout=timeout,
+        )
+        return out.returncode
+
+    def stop(self) -> None:
+        super().stop()
+        for cid in self.containers:
+            subprocess.run(
+                [RUNC, "--root", str(self.state), "delete", "--force", cid], capture_output=True
+            )
+        for bundle in sorted((self.dir / "bundles").glob("*")):
+            subprocess.run(["umount", str(bundle / "rootfs")], capture_output=True)
+
+
+def wait_http(pod: OciPod, process: Process, container: dict, probe: str = "startupProbe") -> float:
+    """Probe the container's HTTP endpoint at the pod's IP with the rendered timings: the first
+    success within periodSeconds x failureThreshold (after initialDelaySeconds)."""
+    from e2e_kube import container_port
+
+    spec = container[probe]
+    get = spec["httpGet"]
+    port = container_port(container, get["port"])
+    started = time.monotonic()
+    time.sleep(spec.get("initialDelaySeconds", 0))
+    budget = spec.get("periodSeconds", 10) * spec.get("failureThreshold", 3)
+    deadline = started + spec.get("initialDelaySeconds", 0) + budget
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise AssertionError(
+                f"{process.name} exited {process.proc.returncode}:\n{tail(process.log, 60)}"
+            )
+        try:
+            with socket.create_connection(
+                (pod.ip, port), timeout=spec.get("timeoutSeconds", 1)
+            ) as s:
+                s.sendall(f"GET {get['path']} HTTP/1.0\r\nHost: {pod.ip}\r\n\r\n".encode())
+                status = s.recv(64).split(b" ")[1:2]
+                if status and 200 <= int(status[0]) < 400:
+                    return time.monotonic() - started
+        except (OSError, ValueError):
+            pass
+        time.sleep(min(1.0, spec.get("periodSeconds", 10)))
+    raise AssertionError(
+        f"{process.name}: {probe} {get['path']} failed for {budget}s:\n{tail(process.log, 60)}"
+    )

@@ -1,0 +1,176 @@
+"""The chart's pods under a real OCI runtime (runc), from images built here: what only a
+container runtime decides (tests/e2e/README.md, "Real containers").
+
+Primary sources of the behaviour modelled in e2e_oci.py are cited there; what these tests read
+back is the kernel's own account (/proc/self/status, errno), not the runner's."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_kube import Cluster, KubeError, render
+from e2e_oci import Image, OciPod, PodNetwork, build_images
+
+PROBE_SCRIPT = r"""
+id
+grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status
+for path in /probe-root-write /opt/mlflow-helm/probe-write /usr/probe-write; do
+  if touch "$path" 2>/tmp/err; then echo "WROTE $path"
+  else echo "REFUSED $path: $(cat /tmp/err)"; fi
+done
+touch /tmp/made-here /home/mlflow/made-here
+stat -c 'STAT %n %u %g %a' /tmp/made-here /home/mlflow/made-here /tmp /opt/mlflow-helm/db.py
+if mount -t tmpfs none /tmp 2>/tmp/err; then echo "MOUNT ok"; else echo "MOUNT refused"; fi
+command -v python; command -v mlflow
+"""
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, Image]:
+    return build_images("debian", "mlflow-full")
+
+
+@pytest.fixture
+def network() -> Iterator[PodNetwork]:
+    net = PodNetwork()
+    yield net
+    net.close()
+
+
+@pytest.fixture
+def default_objects(helm4: str) -> list[dict]:
+    return render(helm4)
+
+
+def _server_pod_spec(objects: list[dict]) -> dict:
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    return copy.deepcopy(deployment["spec"]["template"]["spec"])
+
+
+def _run(pod: OciPod, container: dict, timeout: float = 120) -> str:
+    process = pod.run(container, timeout=timeout)
+    output = process.output()
+    assert process.proc.returncode == 0, output
+    return output
+
+
+def test_server_container_runs_with_the_charts_security_context(
+    default_objects: list[dict], images: dict[str, Image], network: PodNetwork, tmp_path: Path
+) -> None:
+    """The server container, as rendered by default, in the official recipe's image: the
+    kernel reports the chart's uid and groups, no capabilities at all, no_new_privs, the
+    seccomp filter; writes outside the volumes fail with EROFS."""
+    spec = _server_pod_spec(default_objects)
+    cluster = Cluster(default_objects, workdir=tmp_path)
+    pod = OciPod(cluster, spec, "mlflow-6d4cf56db6-sec01", images, network)
+    try:
+        container = copy.deepcopy(pod.container("mlflow"))
+        container["command"], container["args"] = ["sh", "-c", PROBE_SCRIPT], []
+        out = _run(pod, container)
+    finally:
+        pod.stop()
+    assert "uid=1000 gid=1000 groups=1000" in out, out
+    for field in ("CapEff", "CapBnd", "CapPrm"):
+        assert f"{field}:\t0000000000000000" in out, out
+    assert "NoNewPrivs:\t1" in out, out
+    assert "Seccomp:\t2" in out, out  # SECCOMP_MODE_FILTER
+    for path in ("/probe-root-write", "/opt/mlflow-helm/probe-write", "/usr/probe-write"):
+        assert f"REFUSED {path}: touch: cannot touch '{path}': Read-only file system" in out, out
+    # emptyDirs: files the container makes are its own, in fsGroup (set-gid directory);
+    # the scripts configMap is root's, group fsGroup, its defaultMode 0555 kept.
+    assert "STAT /tmp/made-here 1000 1000 644" in out, out
+    assert "STAT /home/mlflow/made-here 1000 1000 644" in out, out
+    assert "STAT /tmp 0 1000 2777" in out, out  # emptyDir: 0777, then set-gid for fsGroup
+    assert "STAT /opt/mlflow-helm/db.py 0 1000 555" in out, out
+    assert "MOUNT refused" in out, out  # no CAP_SYS_ADMIN
+    assert "/usr/bin/python\n/usr/local/bin/mlflow" in out, out
+
+
+def test_stripped_security_context_is_what_the_runtime_then_allows(
+    default_objects: list[dict], images: dict[str, Image], network: PodNetwork, tmp_path: Path
+) -> None:
+    """The same probe with the chart's context taken away (run as 1000, nothing else): root
+    writable, containerd's default capabilities in the bounding set, no seccomp. Proves the
+    first test's refusals come from the rendered context, not from the runner: the root is
+    writable (uid 1000 gets EACCES on root's directories, not EROFS; /tmp/.. is an emptyDir)."""
+    spec = _server_pod_spec(default_objects)
+    spec["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000}
+    cluster = Cluster(default_objects, workdir=tmp_path)
+    pod = OciPod(cluster, spec, "mlflow-6d4cf56db6-sec02", images, network)
+    try:
+        container = copy.deepcopy(pod.container("mlflow"))
+        container.pop("securityContext")
+        container["command"], container["args"] = ["sh", "-c", PROBE_SCRIPT], []
+        out = _run(pod, container)
+    finally:
+        pod.stop()
+    refused = "touch: cannot touch '/probe-root-write': Permission denied"
+    assert f"REFUSED /probe-root-write: {refused}" in out, out
+    assert "CapBnd:\t00000000a80425fb" in out, out  # containerd's 14 default capabilities
+    assert "NoNewPrivs:\t0" in out, out
+    assert "Seccomp:\t0" in out, out
+
+
+def test_run_as_non_root_refuses_an_image_that_runs_as_root(
+    default_objects: list[dict], images: dict[str, Image], network: PodNetwork, tmp_path: Path
+) -> None:
+    """The official image runs as root (no USER); without the chart's runAsUser, its
+    runAsNonRoot makes the kubelet refuse to start the container, with the kubelet's words."""
+    spec = _server_pod_spec(default_objects)
+    spec["securityContext"].pop("runAsUser")
+    cluster = Cluster(default_objects, workdir=tmp_path)
+    pod = OciPod(cluster, spec, "mlflow-6d4cf56db6-sec03", images, network)
+    try:
+        with pytest.raises(
+            KubeError, match="container has runAsNonRoot and image will run as root"
+        ):
+            pod.start(pod.container("mlflow"))
+    finally:
+        pod.stop()
+
+
+def test_pod_network_reaches_services_by_name_and_nothing_off_the_machine(
+    default_objects: list[dict], images: dict[str, Image], network: PodNetwork, tmp_path: Path
+) -> None:
+    """A Service name resolves through the pod's /etc/hosts to a Service IP whose proxy leads
+    to a listener of the test; an address off the machine has no route at all."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(b"hello from the service\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    ip, _ = network.forward("mlflow-postgresql", 5432, ("127.0.0.1", port))
+    spec = _server_pod_spec(default_objects)
+    cluster = Cluster(default_objects, workdir=tmp_path)
+    hosts = {"mlflow-postgresql.mlflow.svc.cluster.local mlflow-postgresql": ip}
+    pod = OciPod(cluster, spec, "mlflow-6d4cf56db6-net01", images, network, hosts=hosts)
+    script = (
+        "exec 3<>/dev/tcp/mlflow-postgresql.mlflow.svc.cluster.local/5432 && head -1 <&3; "
+        "if exec 4<>/dev/tcp/192.0.2.1/80; then echo OFF-MACHINE-REACHED; fi; "
+        "wc -l < /proc/net/route"
+    )
+    try:
+        container = copy.deepcopy(pod.container("mlflow"))
+        container["command"], container["args"] = ["bash", "-c", script], []
+        process = pod.run(container, timeout=60)
+        out = process.output().split("\n", 1)[1]  # after the logged command line
+    finally:
+        pod.stop()
+        listener.close()
+    assert "hello from the service" in out, out
+    assert "Network is unreachable" in out, out
+    assert "OFF-MACHINE-REACHED" not in out, out
+    # The route table: a header and the pod's /24, no default route.
+    assert out.strip().splitlines()[-1] == "2", out
