@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,11 @@ def app_version() -> str:
 
 
 def recipes() -> dict[str, dict]:
+    """Each recipe: `include` Debian packages, `essential` commands run in the chroot before
+    they are installed, `files` copied in (image path -> repository path, with their mode),
+    `run` commands after, `pip` requirements, and the image `config`."""
     version = app_version()
+    pg_bin = "/usr/lib/postgresql/15/bin"
     return {
         "debian": {
             "tag": "localhost/mlflow-helm/debian:bookworm",
@@ -82,6 +87,48 @@ def recipes() -> dict[str, dict]:
                 "Cmd": ["python3"],
             },
         },
+        "postgres": {
+            # A stand-in for the official postgres:17 image, under its reference: Debian's
+            # PostgreSQL 15 with the official image's user, paths and entrypoint contract
+            # (images/postgres/docker-entrypoint.sh).
+            "tag": "docker.io/library/postgres:17",
+            # The official image creates postgres as 999:999 before installing PostgreSQL,
+            # so the package keeps that user (its postinst only adds a missing one).
+            "essential": [
+                # (useradd is not essential yet: the passwd package comes with the includes)
+                "echo postgres:x:999: >>/etc/group",
+                "echo postgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/bash >>/etc/passwd",
+                "mkdir -p /var/lib/postgresql && chown 999:999 /var/lib/postgresql",
+            ],
+            "include": ["postgresql-15", "postgresql-client-15"],
+            "files": {
+                "/usr/local/bin/docker-entrypoint.sh": "images/postgres/docker-entrypoint.sh"
+            },
+            "run": [
+                # As the official Dockerfile: listen on every address; no cluster made by the
+                # package (the entrypoint makes one in PGDATA); the socket directory 3777.
+                "sed -ri \"s!^#?(listen_addresses)\\s*=\\s*\\S+.*!\\1 = '*'!\" "
+                "/usr/share/postgresql/15/postgresql.conf.sample",
+                "rm -rf /var/lib/postgresql/15 /etc/postgresql/15",
+                "mkdir -p /var/run/postgresql && chown postgres:postgres /var/run/postgresql "
+                "&& chmod 3777 /var/run/postgresql",
+                "mkdir -p /var/lib/postgresql/data && chown postgres:postgres "
+                "/var/lib/postgresql/data && chmod 1777 /var/lib/postgresql/data",
+            ],
+            "pip": [],
+            "config": {
+                "Env": [
+                    f"PATH={SYSTEM_PATH}:{pg_bin}",  # as upstream: its bin directory last
+                    "LANG=C.UTF-8",
+                    "PGDATA=/var/lib/postgresql/data",
+                ],
+                "User": "",
+                "WorkingDir": "/",
+                "Entrypoint": ["docker-entrypoint.sh"],
+                "Cmd": ["postgres"],
+                "StopSignal": "SIGINT",
+            },
+        },
     }
 
 
@@ -89,6 +136,8 @@ def recipe_hash(name: str, recipe: dict) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"name": name, **recipe}, sort_keys=True).encode())
     digest.update(Path(__file__).read_bytes())
+    for src in sorted(recipe.get("files", {}).values()):
+        digest.update((ROOT / src).read_bytes())
     digest.update(APT_SOURCES.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -186,6 +235,12 @@ def build(name: str) -> Path:
             ]
             if recipe["include"]:
                 command.append("--include=" + ",".join(recipe["include"]))
+            for line in recipe.get("essential", []):
+                command.append(f'--essential-hook=chroot "$1" sh -ec {shlex.quote(line)}')
+            for dest, src in recipe.get("files", {}).items():
+                command.append(f"--customize-hook=copy-in {ROOT / src} {Path(dest).parent}")
+            for line in recipe.get("run", []):
+                command.append(f'--customize-hook=chroot "$1" sh -ec {shlex.quote(line)}')
             command += ["bookworm", str(rootfs), str(APT_SOURCES)]
             subprocess.run(command, check=True)
             if recipe["pip"]:

@@ -549,10 +549,15 @@ class Pod:
 
 
 def http_get(
-    port: int, path: str, host: str, timeout: float = 10, headers: dict[str, str] | None = None
+    port: int,
+    path: str,
+    host: str,
+    timeout: float = 10,
+    headers: dict[str, str] | None = None,
+    address: str = "127.0.0.1",
 ) -> tuple[int, bytes]:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", headers={"Host": host, **(headers or {})}
+        f"http://{address}:{port}{path}", headers={"Host": host, **(headers or {})}
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -19,6 +19,7 @@ and a per-container upper directory, as a snapshotter provides it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -273,10 +274,12 @@ def _worker_index() -> int:
 
 
 class ServiceProxy:
-    """One listening address that forwards each connection to a backend, both ways."""
+    """One listening address that forwards each connection to one of its backends, in turn,
+    both ways. No backend (no ready endpoint): the connection is closed at once."""
 
-    def __init__(self, listen: tuple[str, int], backend: tuple[str, int]):
-        self.backend = backend
+    def __init__(self, listen: tuple[str, int], backends: list[tuple[str, int]] | None = None):
+        self.backends = list(backends or [])
+        self.turn = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(listen)
@@ -293,10 +296,15 @@ class ServiceProxy:
             threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
 
     def _pipe(self, client: socket.socket) -> None:
+        if not self.backends:
+            client.close()
+            return
+        backend = self.backends[self.turn % len(self.backends)]
+        self.turn += 1
         try:
-            upstream = socket.create_connection(self.backend, timeout=10)
+            upstream = socket.create_connection(backend, timeout=10)
         except OSError:
-            client.close()  # as a Service with no ready endpoint: the connection is refused
+            client.close()
             return
         upstream.settimeout(None)
         sel = selectors.DefaultSelector()
@@ -321,6 +329,10 @@ class ServiceProxy:
 
     def close(self) -> None:
         self.closed = True
+        # shutdown() first: close() alone leaves the socket listening while the accept
+        # thread is still blocked in accept() on it.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 
@@ -339,7 +351,18 @@ class PodNetwork:
         self.prefix = f"10.213.{self.index}"
         self.gateway = f"{self.prefix}.1"
         self._cleanup_stale()
-        _ip("link", "add", self.bridge, "type", "bridge")
+        # A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, so a pod joining
+        # later can change it, and pods' cached neighbour entries for the Service IPs then
+        # point at a MAC nobody has until they expire (connections to a Service stall).
+        _ip(
+            "link",
+            "add",
+            self.bridge,
+            "address",
+            f"02:42:0a:d5:{self.index:02x}:01",
+            "type",
+            "bridge",
+        )
         _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
@@ -373,15 +396,16 @@ class PodNetwork:
             self.service_ips[name] = ip
         return self.service_ips[name]
 
-    def forward(self, name: str, port: int, backend: tuple[str, int]) -> tuple[str, int]:
-        ip = self.service_ip(name)
-        self.proxies.append(ServiceProxy((ip, port), backend))
-        return ip, port
+    def forward(self, name: str, port: int, backend: tuple[str, int] | None = None) -> ServiceProxy:
+        proxy = ServiceProxy((self.service_ip(name), port), [backend] if backend else [])
+        self.proxies.append(proxy)
+        return proxy
 
     def expose_local(self, port: int) -> tuple[str, int]:
         """A loopback service of the host (the suite's databases, fake-gcs-server) on the
         bridge, where pods can reach it."""
-        self.proxies.append(ServiceProxy((self.gateway, port), ("127.0.0.1", port)))
+        if not any(p.sock.getsockname() == (self.gateway, port) for p in self.proxies):
+            self.proxies.append(ServiceProxy((self.gateway, port), [("127.0.0.1", port)]))
         return self.gateway, port
 
     def close(self) -> None:
@@ -464,6 +488,7 @@ class OciPod(Pod):
         self.netns, self.ip = network.add_pod()
         self.extra_hosts = hosts or {}
         self.containers: list[str] = []
+        self.container_ids: dict[str, str] = {}  # container name -> runc id of its last start
         self.state = self.dir / "runc"
         self.state.mkdir(exist_ok=True)
         fs_group = (spec.get("securityContext") or {}).get("fsGroup")
@@ -640,6 +665,7 @@ class OciPod(Pod):
         bundle = self._bundle(container, config)
         cid = f"{self.network.bridge}-{self.name}-{len(self.containers)}-{container['name']}"
         self.containers.append(cid)
+        self.container_ids[container["name"]] = cid
         log = self.dir / f"{container['name']}.log"
         with open(log, "ab") as out:
             out.write(f"$ {' '.join(config['process']['args'])}\n".encode())
@@ -656,13 +682,26 @@ class OciPod(Pod):
         self.processes.append(process)
         return process
 
-    def exec_probe(self, container_id: str, command: list[str], timeout: float) -> int:
-        out = subprocess.run(
-            [RUNC, "--root", str(self.state), "exec", container_id, *command],
-            capture_output=True,
-            timeout=timeout,
-        )
-        return out.returncode
+    def exec(self, container_name: str, command: list[str], timeout: float) -> tuple[int, str]:
+        """`runc exec`: the container's own process settings (user, capabilities, seccomp,
+        no_new_privs) with these arguments, as the CRI runs an exec probe."""
+        try:
+            out = subprocess.run(
+                [
+                    RUNC,
+                    "--root",
+                    str(self.state),
+                    "exec",
+                    self.container_ids[container_name],
+                    *command,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return -1, f"timed out after {timeout}s"
+        return out.returncode, out.stdout + out.stderr
 
     def stop(self) -> None:
         super().stop()
@@ -674,34 +713,144 @@ class OciPod(Pod):
             subprocess.run(["umount", str(bundle / "rootfs")], capture_output=True)
 
 
-def wait_http(pod: OciPod, process: Process, container: dict, probe: str = "startupProbe") -> float:
-    """Probe the container's HTTP endpoint at the pod's IP with the rendered timings: the first
-    success within periodSeconds x failureThreshold (after initialDelaySeconds)."""
+def probe_once(pod: OciPod, container: dict, spec: dict) -> bool:
+    """One probe attempt as the kubelet's prober makes it (pkg/probe/http: a status from 200
+    to 399 succeeds; exec: exit status 0; tcpSocket: the connection opens)."""
     from e2e_kube import container_port
 
-    spec = container[probe]
+    timeout = spec.get("timeoutSeconds", 1)
+    if "exec" in spec:
+        code, _ = pod.exec(container["name"], spec["exec"]["command"], timeout)
+        return code == 0
+    if "tcpSocket" in spec:
+        port = container_port(container, spec["tcpSocket"]["port"])
+        try:
+            socket.create_connection((pod.ip, port), timeout=timeout).close()
+            return True
+        except OSError:
+            return False
     get = spec["httpGet"]
     port = container_port(container, get["port"])
+    try:
+        with socket.create_connection((pod.ip, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            host = f"{pod.ip}:{port}"
+            conn.sendall(
+                f"GET {get['path']} HTTP/1.1\r\nHost: {host}\r\n"
+                "Connection: close\r\nUser-Agent: kube-probe/1.33\r\n\r\n".encode()
+            )
+            status = conn.recv(64).split(b" ")[1:2]
+            return bool(status) and 200 <= int(status[0]) < 400
+    except (OSError, ValueError):
+        return False
+
+
+def wait_probe(
+    pod: OciPod, process: Process, container: dict, probe: str = "startupProbe"
+) -> float:
+    """Run the container's probe with its rendered timings (initialDelaySeconds, then one
+    attempt per periodSeconds) until it succeeds; fail after failureThreshold failures or
+    when the container exits. Returns the seconds from the call to the success."""
+    spec = container.get(probe)
+    if not spec:
+        return 0.0
     started = time.monotonic()
     time.sleep(spec.get("initialDelaySeconds", 0))
-    budget = spec.get("periodSeconds", 10) * spec.get("failureThreshold", 3)
-    deadline = started + spec.get("initialDelaySeconds", 0) + budget
-    while time.monotonic() < deadline:
+    failures = 0
+    while True:
         if process.proc.poll() is not None:
             raise AssertionError(
-                f"{process.name} exited {process.proc.returncode}:\n{tail(process.log, 60)}"
+                f"{process.name} exited {process.proc.returncode} before its {probe} "
+                f"passed:\n{tail(process.log, 60)}"
             )
-        try:
-            with socket.create_connection(
-                (pod.ip, port), timeout=spec.get("timeoutSeconds", 1)
-            ) as s:
-                s.sendall(f"GET {get['path']} HTTP/1.0\r\nHost: {pod.ip}\r\n\r\n".encode())
-                status = s.recv(64).split(b" ")[1:2]
-                if status and 200 <= int(status[0]) < 400:
-                    return time.monotonic() - started
-        except (OSError, ValueError):
-            pass
-        time.sleep(min(1.0, spec.get("periodSeconds", 10)))
-    raise AssertionError(
-        f"{process.name}: {probe} {get['path']} failed for {budget}s:\n{tail(process.log, 60)}"
-    )
+        attempt = time.monotonic()
+        if probe_once(pod, container, spec):
+            return time.monotonic() - started
+        failures += 1
+        if failures >= spec.get("failureThreshold", 3):
+            raise AssertionError(
+                f"{process.name}: {probe} failed {failures} times:\n{tail(process.log, 60)}"
+            )
+        time.sleep(max(0.0, spec.get("periodSeconds", 10) - (time.monotonic() - attempt)))
+
+
+# --------------------------------------------------------------------------- services ----
+
+
+def _dns_forms(name: str, namespace: str) -> list[str]:
+    return [
+        name,
+        f"{name}.{namespace}",
+        f"{name}.{namespace}.svc",
+        f"{name}.{namespace}.svc.cluster.local",
+    ]
+
+
+def _target_port(pod_spec: dict, target: int | str) -> int:
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    for container in pod_spec.get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == target:
+                return int(port["containerPort"])
+    raise KubeError(f"targetPort {target} names no container port of the pod")
+
+
+class OciCluster:
+    """A release's Services on a PodNetwork: each Service an IP with a proxy per port (its
+    endpoints: the matching pods, added once they are ready), each DNS form of its name in
+    every pod's /etc/hosts; outside hosts (an external database) the same way, leading to
+    the suite's local services."""
+
+    def __init__(self, cluster: Cluster, network: PodNetwork, images: dict[str, Image]):
+        self.cluster = cluster
+        self.network = network
+        self.images = images
+        self.hosts: dict[str, str] = {}
+        self.proxies: dict[tuple[str, int], ServiceProxy] = {}
+        ns = cluster.namespace
+        for svc in cluster.all("Service"):
+            name = svc["metadata"]["name"]
+            ip = network.service_ip(f"{ns}/{name}")
+            self.hosts[" ".join(_dns_forms(name, ns))] = ip
+            for port in svc["spec"].get("ports") or []:
+                self.proxies[(name, port["port"])] = network.forward(f"{ns}/{name}", port["port"])
+
+    def external(self, host: str, port: int, local_port: int) -> None:
+        """`host:port` outside the cluster -> the suite's service on 127.0.0.1:local_port."""
+        self.network.forward(f"external/{host}", port, ("127.0.0.1", local_port))
+        self.hosts[host] = self.network.service_ip(f"external/{host}")
+
+    def node_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The node's environment for containers: loopback addresses of the suite's services
+        become the bridge's, where a pod reaches them."""
+        out = {}
+        for key, value in env.items():
+            for port in re.findall(r"127\.0\.0\.1:(\d+)", value):
+                gateway, _ = self.network.expose_local(int(port))
+                value = value.replace(f"127.0.0.1:{port}", f"{gateway}:{port}")
+            out[key] = value
+        return out
+
+    def pod(self, spec: dict, name: str, metadata: dict | None = None) -> OciPod:
+        return OciPod(
+            self.cluster, spec, name, self.images, self.network, dict(self.hosts), metadata
+        )
+
+    def add_endpoint(self, pod: OciPod, labels: dict[str, str]) -> None:
+        """The pod is ready: every Service selecting its labels now leads to it too."""
+        for svc in self.cluster.all("Service"):
+            selector = svc["spec"].get("selector") or {}
+            if not selector or any(labels.get(k) != v for k, v in selector.items()):
+                continue
+            for port in svc["spec"].get("ports") or []:
+                target = _target_port(pod.spec, port.get("targetPort", port["port"]))
+                self.proxies[(svc["metadata"]["name"], port["port"])].backends.append(
+                    (pod.ip, target)
+                )
+
+    def address(self, service: str) -> tuple[str, int]:
+        """The Service's IP and first port, where the test reaches it from the host."""
+        svc = self.cluster.get("Service", service)
+        ns = self.cluster.namespace
+        return self.network.service_ip(f"{ns}/{service}"), svc["spec"]["ports"][0]["port"]

@@ -5,6 +5,7 @@ waits for the Job), the server probed, and the chart's helm test run against it.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import re
 import time
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import e2e_oci
 from e2e_kube import Cluster, Pod, Process, free_port, http_get, render, run_in_thread, wait_probe
+from e2e_oci import Image, OciCluster, OciPod, PodNetwork
 from e2e_services import FakeGCS, MariaDB, PostgreSQL, tail
 
 APP_VERSION = "3.17.2"
@@ -63,6 +66,10 @@ class Release:
     # Hosts of external databases: "host:port" in the rendered URI -> engine of the local stand-in.
     external_hosts: dict[str, str] = field(default_factory=dict)
     create_buckets: bool = True
+    # Real containers (e2e_oci): the network the pods join and the images they run. Then the
+    # in-cluster PostgreSQL runs as its StatefulSet's pod too, and the test reaches the
+    # server through its Service's IP.
+    oci: tuple[PodNetwork, dict[str, Image]] | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +80,11 @@ class Release:
             self.workdir,
             node_env=self.services.gcs.env(),
         )
+        self.mesh = OciCluster(self.cluster, *self.oci) if self.oci else None
+        if self.mesh is not None:
+            self.cluster.node_env = self.mesh.node_env(self.cluster.node_env)
+        self.postgresql_pod: OciPod | None = None
+        self.address = ("127.0.0.1", 0)
         self.deployment = self.cluster.get("Deployment")
         self.job = self.cluster.get("Job")
         self.server_pod: Pod | None = None
@@ -92,10 +104,15 @@ class Release:
         for address, engine in self.external_hosts.items():
             db = self.services.for_engine(engine)
             cluster.extra_addresses[address] = f"127.0.0.1:{db.port}"
+            if self.mesh is not None:
+                host, port = address.rsplit(":", 1)
+                self.mesh.external(host, int(port), db.port)
         statefulset = next(
             (s for s in cluster.all("StatefulSet") if "postgres" in s["metadata"]["name"]), None
         )
-        if statefulset is not None:
+        if statefulset is not None and self.mesh is not None:
+            self._start_postgresql(statefulset)
+        elif statefulset is not None:
             # The in-cluster PostgreSQL: the official image creates POSTGRES_USER with
             # POSTGRES_PASSWORD and POSTGRES_DB on first start; do the same on the local server.
             pg = self.services.postgres
@@ -139,6 +156,40 @@ class Release:
             for bucket in self.buckets():
                 self.services.gcs.create_bucket(bucket)
 
+    def _pod(self, spec: dict, name: str, metadata: dict | None = None) -> Pod:
+        if self.mesh is not None:
+            return self.mesh.pod(spec, name, metadata)
+        return Pod(self.cluster, spec, name, metadata)
+
+    def _start_postgresql(self, statefulset: dict) -> None:
+        """The StatefulSet's pod in a real container: its claim made from the claim template
+        (as the StatefulSet controller names it: <template>-<pod>), init containers, the
+        container started and probed, and then the pod made an endpoint of its Services."""
+        spec = copy.deepcopy(statefulset["spec"]["template"]["spec"])
+        name = f"{statefulset['metadata']['name']}-0"
+        for template in statefulset["spec"].get("volumeClaimTemplates") or []:
+            claim = f"{template['metadata']['name']}-{name}"
+            self.cluster.add({
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": self.namespace},
+                "spec": template["spec"],
+            })
+            volume = {"persistentVolumeClaim": {"claimName": claim}}
+            spec.setdefault("volumes", []).append({"name": template["metadata"]["name"], **volume})
+        assert self.mesh is not None
+        pod = self.mesh.pod(spec, name)
+        self.postgresql_pod = pod
+        pod.run_init_containers()
+        container = spec["containers"][0]
+        process = pod.start(container)
+        for probe in ("startupProbe", "readinessProbe"):
+            self.timings[f"postgresql-{probe}"] = e2e_oci.wait_probe(pod, process, container, probe)
+        self.mesh.add_endpoint(pod, statefulset["spec"]["template"]["metadata"]["labels"])
+        env = pod.env(container)
+        self.db_engine, self.db_name = "postgres", env.get("POSTGRES_DB", env["POSTGRES_USER"])
+        self._postgresql_login = (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"])
+
     def grant(self, db: Database, server: PostgreSQL | MariaDB) -> None:
         """What `mlflow-helm install` does once for a Cloud SQL IAM user (src/mlflow_helm/
         dbgrant.py): a temporary built-in user as Cloud SQL creates one, its password in a
@@ -165,17 +216,15 @@ class Release:
         finally:
             server.drop_user(admin)
 
-    def _migrate_pod(self, name: str | None = None) -> Pod:
-        pod = Pod(
-            self.cluster,
-            self.job["spec"]["template"]["spec"],
-            name or f"{self.job['metadata']['name']}-x7k2p",
-        )
+    def _migrate_pod(self, name: str | None = None, local: bool = False) -> Pod:
+        spec = self.job["spec"]["template"]["spec"]
+        name = name or f"{self.job['metadata']['name']}-x7k2p"
+        pod = Pod(self.cluster, spec, name) if local else self._pod(spec, name)
         pod.emulate_sidecars()
         return pod
 
     def _migrate_env(self) -> dict[str, str]:
-        pod = self._migrate_pod("probe-env")
+        pod = self._migrate_pod("probe-env", local=True)
         env, _ = pod.process_env(pod.container("migrate"))
         return env
 
@@ -212,8 +261,12 @@ class Release:
         then the migration), run to completion; fails on a non-zero exit."""
         pod = self._migrate_pod(name)
         self.migrate_pod = pod
-        pod.run_init_containers()
-        process = pod.run(pod.container("migrate"), timeout=600)
+        try:
+            pod.run_init_containers()
+            process = pod.run(pod.container("migrate"), timeout=600)
+        finally:
+            if isinstance(pod, OciPod):
+                pod.stop()  # a finished Job's pod keeps no running container
         if process.proc.returncode != 0:
             raise AssertionError(
                 f"migration Job failed ({process.proc.returncode}):\n{tail(process.log, 60)}"
@@ -230,14 +283,12 @@ class Release:
         started = time.monotonic()
         joins = []
         for i in range(replicas):
-            pod = Pod(
-                self.cluster,
-                spec,
-                f"{self.deployment['metadata']['name']}-6d4cf56db6-{suffix[:4]}{i}",
-            )
+            name = f"{self.deployment['metadata']['name']}-6d4cf56db6-{suffix[:4]}{i}"
+            pod = self._pod(spec, name)
             container = pod.container("mlflow")
             port = free_port()
-            pod.port_map = {p["containerPort"]: port for p in container.get("ports") or []}
+            if self.mesh is None:
+                pod.port_map = {p["containerPort"]: port for p in container.get("ports") or []}
             self.server_pods.append(pod)
             self.ports.append(port)
             joins.append(run_in_thread(pod.run_init_containers))
@@ -253,17 +304,33 @@ class Release:
         self.timings["init"] = time.monotonic() - started
         servers = [pod.start(pod.container("mlflow")) for pod in self.server_pods]
         for pod, server, port in zip(self.server_pods, servers, self.ports, strict=True):
-            self.timings["startup"] = wait_probe(server, pod.container("mlflow"), port)
+            container = pod.container("mlflow")
+            if isinstance(pod, OciPod):
+                assert self.mesh is not None
+                self.timings["startup"] = e2e_oci.wait_probe(pod, server, container)
+                self.timings["ready"] = e2e_oci.wait_probe(
+                    pod, server, container, "readinessProbe"
+                )
+                labels = self.deployment["spec"]["template"]["metadata"]["labels"]
+                self.mesh.add_endpoint(pod, labels)
+                continue
+            self.timings["startup"] = wait_probe(server, container, port)
             # The Service sends traffic only to Ready pods: wait for readiness too (with
             # server.warmup it passes once every worker has built its stores).
-            self.timings["ready"] = wait_probe(
-                server, pod.container("mlflow"), port, probe="readinessProbe"
-            )
+            self.timings["ready"] = wait_probe(server, container, port, probe="readinessProbe")
         self.server = servers[0]
+        if self.mesh is not None:
+            self.address = self.mesh.address(self.deployment["metadata"]["name"])
+            self.port = self.address[1]
+        else:
+            self.address = ("127.0.0.1", self.port)
         return self
 
     def stop(self) -> None:
-        for pod in self.server_pods:
+        pods = list(self.server_pods)
+        if self.postgresql_pod is not None:
+            pods.append(self.postgresql_pod)
+        for pod in pods:
             pod.stop()
 
     def helm_test(self, extra_env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -273,15 +340,23 @@ class Release:
             for p in self.cluster.all("Pod")
             if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
         )
-        pod = Pod(self.cluster, test["spec"], test["metadata"]["name"])
-        env = {"MLFLOW_TEST_CONNECT_TO": f"127.0.0.1:{self.port}", **(extra_env or {})}
+        pod = self._pod(test["spec"], test["metadata"]["name"])
+        env = dict(extra_env or {})
+        if self.mesh is None:
+            env["MLFLOW_TEST_CONNECT_TO"] = f"127.0.0.1:{self.port}"
         started = time.monotonic()
-        process = pod.run(test["spec"]["containers"][0], timeout=300, extra_env=env)
+        try:
+            process = pod.run(test["spec"]["containers"][0], timeout=300, extra_env=env)
+        finally:
+            if isinstance(pod, OciPod):
+                pod.stop()
         self.timings["helm-test"] = time.monotonic() - started
         return process.proc.returncode, process.output()
 
     def get(self, path: str, host: str | None = None) -> tuple[int, bytes]:
-        return http_get(self.port, self.prefix() + path, host or self.service_host())
+        return http_get(
+            self.port, self.prefix() + path, host or self.service_host(), address=self.address[0]
+        )
 
     def prefix(self) -> str:
         for arg in self.server_args():
@@ -295,7 +370,7 @@ class Release:
         return f"{host}:{svc['spec']['ports'][0]['port']}" if port else host
 
     def tracking_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.prefix()}"
+        return f"http://{self.address[0]}:{self.port}{self.prefix()}"
 
     def server_env(self) -> dict[str, str]:
         assert self.server_pod is not None
@@ -303,11 +378,26 @@ class Release:
         return env
 
     def db_query(self, statement: str) -> list:
+        if self.postgresql_pod is not None:
+            import psycopg2
+
+            user, password = self._postgresql_login
+            conn = psycopg2.connect(
+                host=self.postgresql_pod.ip, user=user, password=password, dbname=self.db_name
+            )
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(statement)
+                    return list(cur.fetchall()) if cur.description else []
+            finally:
+                conn.close()
         return self.services.for_engine(self.db_engine).query(self.db_name, statement)
 
     def logs(self) -> str:
         out = []
-        for pod in self.server_pods:
+        pods = list(self.server_pods)
+        pods += [p for p in (self.migrate_pod, self.postgresql_pod) if p is not None]
+        for pod in pods:
             for process in pod.processes:
                 out.append(f"--- {process.name}\n{tail(process.log, 80)}")
         return "\n".join(out)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from e2e_kube import Cluster, KubeError, render
 from e2e_oci import Image, OciPod, PodNetwork, build_images
+from e2e_release import Release
 
 PROBE_SCRIPT = r"""
 id
@@ -151,7 +152,8 @@ def test_pod_network_reaches_services_by_name_and_nothing_off_the_machine(
         conn.close()
 
     threading.Thread(target=answer, daemon=True).start()
-    ip, _ = network.forward("mlflow-postgresql", 5432, ("127.0.0.1", port))
+    network.forward("mlflow-postgresql", 5432, ("127.0.0.1", port))
+    ip = network.service_ip("mlflow-postgresql")
     spec = _server_pod_spec(default_objects)
     cluster = Cluster(default_objects, workdir=tmp_path)
     hosts = {"mlflow-postgresql.mlflow.svc.cluster.local mlflow-postgresql": ip}
@@ -174,3 +176,48 @@ def test_pod_network_reaches_services_by_name_and_nothing_off_the_machine(
     assert "OFF-MACHINE-REACHED" not in out, out
     # The route table: a header and the pod's /24, no default route.
     assert out.strip().splitlines()[-1] == "2", out
+
+
+# ------------------------------------------------------------------ releases in containers ----
+
+
+@pytest.fixture(scope="module")
+def all_images() -> dict[str, Image]:
+    return build_images("mlflow-full", "postgres")
+
+
+@pytest.fixture
+def oci_release(helm4: str, services, all_images: dict[str, Image], network, e2e_dir: Path):
+    made = []
+
+    def make(name: str = "default", **kwargs):
+        rel = Release(helm4, services, e2e_dir / name, oci=(network, all_images), **kwargs)
+        made.append(rel)
+        return rel
+
+    yield make
+    for rel in made:
+        rel.stop()
+        if rel.timings:
+            print(
+                f"\n[e2e timings] {rel.workdir.name}: "
+                + ", ".join(f"{k} {v:.1f}s" for k, v in rel.timings.items())
+            )
+
+
+def test_default_install_in_containers(oci_release) -> None:
+    """No values: PostgreSQL as its StatefulSet's pod (the image's initdb on an empty claim),
+    the migration Job's pod (backup plan, dump, migration), the server with wait-for-schema,
+    then the chart's own helm test, every one a real container in its own network namespace;
+    the test reaches the server only through its Service's IP."""
+    rel = oci_release()
+    rel.install()
+    code, output = rel.helm_test()
+    assert code == 0, f"{output}\n{rel.logs()}"
+    assert "ok    host check (Host mlflow.mlflow.svc.cluster.local:5000 accepted)" in output
+    status, body = rel.get("/health")
+    assert (status, body) == (200, b"OK"), body
+    # The schema is MLflow's, made by the Job in the StatefulSet's database.
+    assert rel.db_query("SELECT count(*) FROM alembic_version") == [(1,)]
+    pg_log = rel.postgresql_pod.processes[-1].output()
+    assert "PostgreSQL init process complete; ready for start up." in pg_log, pg_log
