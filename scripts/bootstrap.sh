@@ -101,6 +101,16 @@ if [[ $PROFILE != demo && ! -x $TOOLS/node/node_modules/.bin/readme-generator ]]
   npm install --silent --no-audit --no-fund --prefix "$TOOLS/node" "$README_GENERATOR" >/dev/null
 fi
 
+# --- Container images for the e2e suite's real containers (cached by recipe hash) -------------
+# The Debian-only images build in the background while Python is set up (the mirror and the
+# package index are different hosts; the build is mostly waiting on them); the MLflow image
+# needs uv from .venv, so it comes after.
+IMAGES_PID=""
+if [[ $PROFILE != demo && $(id -u) == 0 ]]; then
+  python3 scripts/build-images.py debian postgres >"$TOOLS/build-images.log" 2>&1 &
+  IMAGES_PID=$!
+fi
+
 # --- Python -------------------------------------------------------------------------------------
 # uv resolves and installs the MLflow stack in seconds where pip takes minutes.
 if [[ ! -x $ROOT/.venv/bin/python ]]; then
@@ -120,10 +130,11 @@ VIRTUAL_ENV=$ROOT/.venv "$ROOT/.venv/bin/uv" pip install -q -e "${ROOT}[$EXTRAS]
 "$ROOT/.venv/bin/python" -m compileall -q -j 0 \
   "$("$ROOT/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
 
-# --- Container images for the e2e suite's real containers (cached by recipe hash) -------------
-if [[ $PROFILE != demo && $(id -u) == 0 ]]; then
+if [[ -n $IMAGES_PID ]]; then
   log "container images"
-  python3 scripts/build-images.py
+  wait "$IMAGES_PID" || { cat "$TOOLS/build-images.log" >&2; die "scripts/build-images.py failed"; }
+  cat "$TOOLS/build-images.log"
+  python3 scripts/build-images.py mlflow-full
 fi
 
 log "done"
