@@ -54,6 +54,15 @@ def app_version() -> str:
     return match.group(1)
 
 
+def chart_image(name: str) -> str:
+    """The chart's image reference for `name`, from Chart.yaml's artifacthub.io/images list
+    (which a chart test keeps equal to what the templates render by default)."""
+    for ref in re.findall(r"image:\s*(\S+)", CHART_YAML.read_text()):
+        if ref.rsplit(":", 1)[0].endswith("/" + name):
+            return ref
+    raise SystemExit(f"error: {CHART_YAML} lists no {name} image")
+
+
 def recipes() -> dict[str, dict]:
     """Each recipe: `include` Debian packages, `essential` commands run in the chroot before
     they are installed, `files` copied in (image path -> repository path, with their mode),
@@ -74,7 +83,7 @@ def recipes() -> dict[str, dict]:
             },
         },
         "mlflow-full": {
-            "tag": f"ghcr.io/mlflow/mlflow:v{version}-full",
+            "tag": chart_image("mlflow"),
             # python-is-python3: the python image has `python` on PATH, and the chart runs it.
             "include": ["python3", "python-is-python3", "ca-certificates"],
             "pip": [f"mlflow[extras,azure,db,gateway,genai,auth]=={version}"],
@@ -87,11 +96,27 @@ def recipes() -> dict[str, dict]:
                 "Cmd": ["python3"],
             },
         },
+        "cloud-sql-proxy": {
+            # A stand-in for the Cloud SQL Auth Proxy (images/cloud-sql-proxy: same flags,
+            # same health endpoints, forwarding to the suite's database), under the chart's
+            # proxy reference. The real image is distroless and runs as nonroot (65532).
+            "tag": chart_image("cloud-sql-proxy"),
+            "include": ["python3"],
+            "files": {"/cloud-sql-proxy": "images/cloud-sql-proxy/cloud-sql-proxy"},
+            "pip": [],
+            "config": {
+                "Env": [f"PATH={SYSTEM_PATH}"],
+                "User": "65532",
+                "WorkingDir": "/",
+                "Entrypoint": ["/cloud-sql-proxy"],
+                "Cmd": [],
+            },
+        },
         "postgres": {
             # A stand-in for the official postgres:17 image, under its reference: Debian's
             # PostgreSQL 15 with the official image's user, paths and entrypoint contract
             # (images/postgres/docker-entrypoint.sh).
-            "tag": "docker.io/library/postgres:17",
+            "tag": chart_image("postgres"),
             # The official image creates postgres as 999:999 before installing PostgreSQL,
             # so the package keeps that user (its postinst only adds a missing one).
             "essential": [

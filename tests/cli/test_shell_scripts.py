@@ -1,6 +1,7 @@
 """Every shell script the project ships or runs (the quickstart, the plugin's launcher and
-hooks, bootstrap, packaging, CI) passes shellcheck, following the files each one sources.
-shellcheck is a Debian package scripts/bootstrap.sh installs."""
+hooks, bootstrap, packaging, CI, the e2e suite's PostgreSQL image entrypoint) passes
+shellcheck, following the files each one sources. shellcheck is a Debian package
+scripts/bootstrap.sh installs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from tests.conftest import REPO_ROOT
 
 SCRIPTS = [".ci/run", "scripts/bootstrap.sh", "scripts/package-plugin.sh",
            "scripts/quickstart.sh", "plugin/bin/mlflow-gcp", "plugin/scripts/env.sh",
-           "plugin/scripts/install.sh", "charts/mlflow/files/backup.sh"]
+           "plugin/scripts/install.sh", "charts/mlflow/files/backup.sh",
+           "images/postgres/docker-entrypoint.sh"]
 
 
 def test_the_list_is_every_shell_script():

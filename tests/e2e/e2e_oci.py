@@ -550,6 +550,9 @@ class OciPod(Pod):
             k, _, v = item.partition("=")
             env[k] = v
         env["HOSTNAME"] = self.name
+        # What the node gives every container (the GCS emulator's address and project: what
+        # Workload Identity's metadata server stands for here).
+        env.update(self.cluster.node_env)
         env.update(self.env(container))
         env.update(extra_env or {})
         caps = capabilities(security)
@@ -682,6 +685,26 @@ class OciPod(Pod):
         self.processes.append(process)
         return process
 
+    def emulate_sidecars(self) -> None:
+        """Nothing to emulate: native sidecars run as containers (run_init_containers)."""
+
+    def run_init_containers(self, timeout: float = 600) -> None:
+        """Init containers in order, as the kubelet runs them: a regular one to completion
+        (a non-zero exit fails the pod), a native sidecar (restartPolicy Always) started and,
+        before the next init container starts, its startupProbe passed; sidecars keep running
+        and stop after the main containers (Pod.stop stops in reverse start order)."""
+        for container in self.spec.get("initContainers") or []:
+            if container.get("restartPolicy") == "Always":
+                process = self.start(container)
+                wait_probe(self, process, container, "startupProbe")
+                continue
+            process = self.run(container, timeout)
+            if process.proc.returncode != 0:
+                raise AssertionError(
+                    f"init container {container['name']} exited "
+                    f"{process.proc.returncode}:\n{tail(process.log)}"
+                )
+
     def exec(self, container_name: str, command: list[str], timeout: float) -> tuple[int, str]:
         """`runc exec`: the container's own process settings (user, capabilities, seccomp,
         no_new_privs) with these arguments, as the CRI runs an exec probe."""
@@ -777,6 +800,17 @@ def wait_probe(
 # --------------------------------------------------------------------------- services ----
 
 
+def _free_node_port(address: str) -> int:
+    for port in range(30000, 32768):
+        with socket.socket() as probe:
+            try:
+                probe.bind((address, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free node port on {address}")
+
+
 def _dns_forms(name: str, namespace: str) -> list[str]:
     return [
         name,
@@ -808,13 +842,24 @@ class OciCluster:
         self.images = images
         self.hosts: dict[str, str] = {}
         self.proxies: dict[tuple[str, int], ServiceProxy] = {}
+        # (Service, port) -> the node port, listening on the node's address (the bridge's).
+        self.node_ports: dict[tuple[str, int], int] = {}
         ns = cluster.namespace
         for svc in cluster.all("Service"):
             name = svc["metadata"]["name"]
             ip = network.service_ip(f"{ns}/{name}")
             self.hosts[" ".join(_dns_forms(name, ns))] = ip
             for port in svc["spec"].get("ports") or []:
-                self.proxies[(name, port["port"])] = network.forward(f"{ns}/{name}", port["port"])
+                proxy = network.forward(f"{ns}/{name}", port["port"])
+                self.proxies[(name, port["port"])] = proxy
+                if svc["spec"].get("type") in ("NodePort", "LoadBalancer"):
+                    # The rendered nodePort, else one from the default range, as the API
+                    # server allocates (--service-node-port-range 30000-32767).
+                    node_port = port.get("nodePort") or _free_node_port(network.gateway)
+                    node_proxy = ServiceProxy((network.gateway, node_port))
+                    node_proxy.backends = proxy.backends  # the same endpoints
+                    network.proxies.append(node_proxy)
+                    self.node_ports[(name, port["port"])] = node_port
 
     def external(self, host: str, port: int, local_port: int) -> None:
         """`host:port` outside the cluster -> the suite's service on 127.0.0.1:local_port."""

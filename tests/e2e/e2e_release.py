@@ -135,6 +135,11 @@ class Release:
                     "127.0.0.1",
                     self.services.for_engine(engine).port,
                 )
+                if self.mesh is not None:
+                    # Where the proxy stand-in (images/cloud-sql-proxy) finds the instance.
+                    project, region, name = instance.split("?")[0].rsplit(":", 2)
+                    host = f"{name}.{region}.{project.replace(':', '.')}.cloudsql.e2e"
+                    self.mesh.external(host, 3307, self.services.for_engine(engine).port)
         if self.database is not None:
             db = self.database
             self.db_engine, self.db_name = db.engine, db.name

