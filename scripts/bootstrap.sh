@@ -107,7 +107,7 @@ fi
 # needs uv from .venv, so it comes after.
 IMAGES_PID=""
 if [[ $PROFILE != demo && $(id -u) == 0 ]]; then
-  python3 scripts/build-images.py debian postgres >"$TOOLS/build-images.log" 2>&1 &
+  python3 scripts/build-images.py debian postgres cloud-sql-proxy >"$TOOLS/build-images.log" 2>&1 &
   IMAGES_PID=$!
 fi
 
