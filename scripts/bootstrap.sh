@@ -3,7 +3,8 @@
 # developer's machine: Debian services, Helm 3 and Helm 4 (pinned, sha256-checked), the chart
 # README generator, and the Python virtualenv .venv with the project and its test extras.
 #
-#   scripts/bootstrap.sh            everything (as root, also the e2e suite's container images)
+#   scripts/bootstrap.sh            everything (as root, also the e2e suite's container images,
+#                                   in the background)
 #   SKIP_APT=1 scripts/bootstrap.sh without Debian packages (when they are already there)
 #   scripts/bootstrap.sh demo       only what `make demo` needs: Helm 4 (unless HELM4_BIN
 #                                   names one) and .venv with the package and the fakes; no
@@ -102,14 +103,18 @@ if [[ $PROFILE != demo && ! -x $TOOLS/node/node_modules/.bin/readme-generator ]]
 fi
 
 # --- Container images for the e2e suite's real containers (cached by recipe hash) -------------
-# The Debian-only images build in the background while Python is set up (the mirror and the
-# package index are different hosts; the build is mostly waiting on them); the MLflow image
-# needs uv from .venv, so it comes after.
-IMAGES_PID=""
-if [[ $PROFILE != demo && $(id -u) == 0 ]]; then
-  python3 scripts/build-images.py debian postgres cloud-sql-proxy >"$TOOLS/build-images.log" 2>&1 &
-  IMAGES_PID=$!
-fi
+# Built in the background, not waited for: they take two to three minutes cold, and only the
+# e2e suite's container tests need them, which `make test` runs last. Those tests call
+# scripts/build-images.py too; its per-image lock makes them wait for a build in progress,
+# then find the image (or build it, or report the build's error). The Debian-only images start
+# now; the MLflow image needs uv from .venv and starts after it. Output: .tools/build-images.log.
+build_images() {
+  if [[ $PROFILE != demo && $(id -u) == 0 ]]; then
+    log "container images $*: building in the background (.tools/build-images.log)"
+    python3 scripts/build-images.py "$@" >>"$TOOLS/build-images.log" 2>&1 &
+  fi
+}
+build_images postgres cloud-sql-proxy
 
 # --- Python -------------------------------------------------------------------------------------
 # uv resolves and installs the MLflow stack in seconds where pip takes minutes.
@@ -130,11 +135,6 @@ VIRTUAL_ENV=$ROOT/.venv "$ROOT/.venv/bin/uv" pip install -q -e "${ROOT}[$EXTRAS]
 "$ROOT/.venv/bin/python" -m compileall -q -j 0 \
   "$("$ROOT/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
 
-if [[ -n $IMAGES_PID ]]; then
-  log "container images"
-  wait "$IMAGES_PID" || { cat "$TOOLS/build-images.log" >&2; die "scripts/build-images.py failed"; }
-  cat "$TOOLS/build-images.log"
-  python3 scripts/build-images.py mlflow-full
-fi
+build_images mlflow-full
 
 log "done"

@@ -11,14 +11,15 @@ the hash covers the recipe and this file, so a changed recipe builds anew and a 
 never rebuilds: `rootfs/`, `config.json` (the image config), `build.json` (tag, seconds).
 
 Recipes:
-  debian       Debian bookworm minbase: a shell, coreutils and util-linux, for tests of what
-               the runtime enforces.
   mlflow-full  The official MLflow image's recipe (mlflow's docker/Dockerfile.full:
                `FROM python:3.11-slim-bookworm`, `pip install mlflow[extras,azure,db,gateway,
                genai,auth]==$VERSION`, root, HOME=/root), on Debian's own Python 3.11 instead of
                the python image's, tagged with the chart's default image reference. The
                packages are installed by uv (same resolver inputs, same wheels) from its cache,
                so a warm machine does not download them again.
+  postgres     A stand-in for the official postgres image (images/postgres).
+  cloud-sql-proxy
+               A stand-in for the Cloud SQL Auth Proxy (images/cloud-sql-proxy).
 
 Needs root (mmdebstrap --mode=root, chroot) and the network path to the Debian mirror and PyPI
 that bootstrap.sh already uses.
@@ -70,18 +71,6 @@ def recipes() -> dict[str, dict]:
     version = app_version()
     pg_bin = "/usr/lib/postgresql/15/bin"
     return {
-        "debian": {
-            "tag": "localhost/mlflow-helm/debian:bookworm",
-            "include": [],
-            "pip": [],
-            "config": {
-                "Env": [f"PATH={SYSTEM_PATH}"],
-                "User": "",
-                "WorkingDir": "/",
-                "Entrypoint": [],
-                "Cmd": ["bash"],
-            },
-        },
         "mlflow-full": {
             "tag": chart_image("mlflow"),
             # python-is-python3: the python image has `python` on PATH, and the chart runs it.

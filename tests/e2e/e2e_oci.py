@@ -20,6 +20,7 @@ and a per-container upper directory, as a snapshotter provides it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -350,6 +351,10 @@ class PodNetwork:
         self.bridge = f"mh{self.index}br"
         self.prefix = f"10.213.{self.index}"
         self.gateway = f"{self.prefix}.1"
+        # One runc state directory per worker, so a later run finds what a killed one left.
+        self.runc_root = Path(f"/run/mlflow-e2e-runc/{self.bridge}")
+        self.runc_root.mkdir(parents=True, exist_ok=True)
+        self.mounts_file = self.runc_root.with_suffix(".mounts")
         self._cleanup_stale()
         # A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, so a pod joining
         # later can change it, and pods' cached neighbour entries for the Service IPs then
@@ -367,8 +372,31 @@ class PodNetwork:
         _ip("link", "set", self.bridge, "up")
 
     def _cleanup_stale(self) -> None:
-        """What a run killed before its teardown left: the bridge and this worker's netns."""
+        """What a run of this worker killed before its teardown left: its containers (still
+        running: runc's foreground process died, not them), their overlay roots, the bridge
+        and the network namespaces."""
+        listed = subprocess.run(
+            [RUNC, "--root", str(self.runc_root), "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+        )
+        for container in json.loads(listed.stdout or "null") or []:
+            subprocess.run(
+                [RUNC, "--root", str(self.runc_root), "delete", "--force", container["id"]],
+                capture_output=True,
+            )
+        # Every overlay root this worker mounted and has not unmounted (OciPod records them).
+        if self.mounts_file.exists():
+            for line in self.mounts_file.read_text().splitlines():
+                subprocess.run(["umount", line], capture_output=True)
+            self.mounts_file.unlink()
         _ip("link", "del", self.bridge, check=False)
+        # A namespace's veth outlives `ip netns del` while a process still holds it: delete
+        # the host ends (the pairs go with them).
+        for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
+            name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+            if name.startswith(f"mh{self.index}p"):
+                _ip("link", "del", name, check=False)
         for line in _ip("netns", "list", check=False).stdout.splitlines():
             name = line.split()[0] if line.split() else ""
             if name.startswith(f"mh{self.index}-"):
@@ -489,8 +517,7 @@ class OciPod(Pod):
         self.extra_hosts = hosts or {}
         self.containers: list[str] = []
         self.container_ids: dict[str, str] = {}  # container name -> runc id of its last start
-        self.state = self.dir / "runc"
-        self.state.mkdir(exist_ok=True)
+        self.state = network.runc_root
         fs_group = (spec.get("securityContext") or {}).get("fsGroup")
         for volume in spec.get("volumes") or []:
             path = self.volumes[volume["name"]]
@@ -660,13 +687,17 @@ class OciPod(Pod):
             ],
             check=True,
         )
+        with open(self.network.mounts_file, "a") as mounts:
+            mounts.write(f"{bundle / 'rootfs'}\n")
         (bundle / "config.json").write_text(json.dumps(config, indent=1))
         return bundle
 
     def start(self, container: dict, extra_env: dict[str, str] | None = None) -> Process:
         config = self.oci_config(container, extra_env)
         bundle = self._bundle(container, config)
-        cid = f"{self.network.bridge}-{self.name}-{len(self.containers)}-{container['name']}"
+        # Unique on the worker's runc root: a hash of the pod's directory (per test) is in it.
+        tag = hashlib.sha256(str(self.dir).encode()).hexdigest()[:8]
+        cid = f"{tag}-{self.name}-{len(self.containers)}-{container['name']}"
         self.containers.append(cid)
         self.container_ids[container["name"]] = cid
         log = self.dir / f"{container['name']}.log"

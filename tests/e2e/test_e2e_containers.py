@@ -35,7 +35,7 @@ command -v python; command -v mlflow
 
 @pytest.fixture(scope="module")
 def images() -> dict[str, Image]:
-    return build_images("debian", "mlflow-full")
+    return build_images("mlflow-full")
 
 
 @pytest.fixture
