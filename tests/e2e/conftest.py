@@ -94,12 +94,7 @@ def release_factory(helm4: str, services: Services, e2e_dir: Path) -> Iterator:
 
     yield make
     for rel in made:
-        rel.stop()
-        if rel.timings:
-            print(
-                f"\n[e2e timings] {rel.workdir.name}: "
-                + ", ".join(f"{k} {v:.1f}s" for k, v in rel.timings.items())
-            )
+        rel.finish()
 
 
 @pytest.fixture(scope="session")

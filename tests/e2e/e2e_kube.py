@@ -311,7 +311,8 @@ class Pod:
             return self.cluster.pvc_dir(volume["persistentVolumeClaim"]["claimName"])
         raise KubeError(f"volume {volume['name']}: kind {sorted(volume)} is not emulated")
 
-    def mounts(self, container: dict) -> list[tuple[str, Path]]:
+    def mount_sources(self, container: dict) -> list[tuple[dict, Path]]:
+        """Each of the container's volumeMounts with the directory it mounts."""
         result = []
         for mount in container.get("volumeMounts") or []:
             if mount["name"] not in self.volumes:
@@ -321,7 +322,14 @@ class Pod:
             local = self.volumes[mount["name"]]
             if mount.get("subPath"):
                 local = local / mount["subPath"]
-            result.append((mount["mountPath"].rstrip("/") or "/", local))
+            result.append((mount, local))
+        return result
+
+    def mounts(self, container: dict) -> list[tuple[str, Path]]:
+        result = [
+            (mount["mountPath"].rstrip("/") or "/", local)
+            for mount, local in self.mount_sources(container)
+        ]
         return sorted(result, key=lambda m: len(m[0]), reverse=True)
 
     # environment
@@ -466,17 +474,16 @@ class Pod:
         argv = [self.localize(a, mounts) for a in self.command(container, env)]
         cwd = self.dir / "cwd"
         cwd.mkdir(exist_ok=True)
+        return self.spawn(container, argv, shlex.join(argv), env=env, cwd=cwd)
+
+    def spawn(self, container: dict, argv: list[str], shown: str, **kwargs) -> Process:
+        """Start `argv` for the container, its output (after `$ shown`) in its log."""
         log = self.dir / f"{container['name']}.log"
         with open(log, "ab") as out:
-            out.write(f"$ {shlex.join(argv)}\n".encode())
+            out.write(f"$ {shown}\n".encode())
             out.flush()
             proc = spawn(
-                argv,
-                env=env,
-                cwd=cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs
             )
         process = Process(f"{self.name}/{container['name']}", proc, log)
         self.processes.append(process)
@@ -528,14 +535,17 @@ class Pod:
                     f"init container {seen_regular} runs before sidecar {container['name']} starts"
                 )
         for container in self.spec.get("initContainers") or []:
-            if container.get("restartPolicy") == "Always":
-                continue
-            process = self.run(container, timeout)
-            if process.proc.returncode != 0:
-                raise AssertionError(
-                    f"init container {container['name']} exited "
-                    f"{process.proc.returncode}:\n{tail(process.log)}"
-                )
+            if container.get("restartPolicy") != "Always":
+                self.run_to_completion(container, timeout)
+
+    def run_to_completion(self, container: dict, timeout: float) -> None:
+        """A regular init container: it must exit 0, or the pod does not start."""
+        process = self.run(container, timeout)
+        if process.proc.returncode != 0:
+            raise AssertionError(
+                f"init container {container['name']} exited "
+                f"{process.proc.returncode}:\n{tail(process.log)}"
+            )
 
     def container(self, name: str) -> dict:
         for container in self.spec.get("containers") or []:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2e_kube import REPO_ROOT, Cluster, KubeError, Pod, Process
-from e2e_services import spawn, tail
+from e2e_services import tail
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 BUILD_IMAGES = REPO_ROOT / "scripts" / "build-images.py"
@@ -596,15 +596,9 @@ class OciPod(Pod):
         readonly_volumes = {
             v["name"] for v in self.spec.get("volumes") or [] if "configMap" in v or "secret" in v
         }
-        for mount in container.get("volumeMounts") or []:
-            if mount["name"] not in self.volumes:
-                raise KubeError(
-                    f"container {container['name']} mounts unknown volume {mount['name']}"
-                )
-            source = self.volumes[mount["name"]]
+        for mount, source in self.mount_sources(container):
             if mount.get("subPath"):
-                source = source / mount["subPath"]
-                source.mkdir(parents=True, exist_ok=True)
+                source.mkdir(parents=True, exist_ok=True)  # the kubelet makes a missing subPath
             readonly = bool(mount.get("readOnly")) or mount["name"] in readonly_volumes
             mounts.append(_bind(source, mount["mountPath"], readonly))
         seccomp_type = (security.get("seccompProfile") or {}).get("type", "Unconfined")
@@ -700,21 +694,13 @@ class OciPod(Pod):
         cid = f"{tag}-{self.name}-{len(self.containers)}-{container['name']}"
         self.containers.append(cid)
         self.container_ids[container["name"]] = cid
-        log = self.dir / f"{container['name']}.log"
-        with open(log, "ab") as out:
-            out.write(f"$ {' '.join(config['process']['args'])}\n".encode())
-            out.flush()
-            # Foreground `runc run`: the container's stdio is runc's, runc forwards signals to
-            # the container's init and exits with its status.
-            proc = spawn(
-                [RUNC, "--root", str(self.state), "run", "--bundle", str(bundle), cid],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        process = Process(f"{self.name}/{container['name']}", proc, log)
-        self.processes.append(process)
-        return process
+        # Foreground `runc run`: the container's stdio is runc's, runc forwards signals to the
+        # container's init and exits with its status.
+        return self.spawn(
+            container,
+            [RUNC, "--root", str(self.state), "run", "--bundle", str(bundle), cid],
+            " ".join(config["process"]["args"]),
+        )
 
     def emulate_sidecars(self) -> None:
         """Nothing to emulate: native sidecars run as containers (run_init_containers)."""
@@ -729,12 +715,7 @@ class OciPod(Pod):
                 process = self.start(container)
                 wait_probe(self, process, container, "startupProbe")
                 continue
-            process = self.run(container, timeout)
-            if process.proc.returncode != 0:
-                raise AssertionError(
-                    f"init container {container['name']} exited "
-                    f"{process.proc.returncode}:\n{tail(process.log)}"
-                )
+            self.run_to_completion(container, timeout)
 
     def exec(self, container_name: str, command: list[str], timeout: float) -> tuple[int, str]:
         """`runc exec`: the container's own process settings (user, capabilities, seccomp,

@@ -338,6 +338,15 @@ class Release:
         for pod in pods:
             pod.stop()
 
+    def finish(self) -> None:
+        """Stop the release's pods and print its phases' timings (shown with `-s`)."""
+        self.stop()
+        if self.timings:
+            print(
+                f"\n[e2e timings] {self.workdir.name}: "
+                + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+            )
+
     def helm_test(self, extra_env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run the chart's helm test Pod against the server; returns (exit code, output)."""
         test = next(

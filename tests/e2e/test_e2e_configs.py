@@ -28,6 +28,17 @@ class Config:
     external_hosts: dict[str, str] = field(default_factory=dict)
     expect_artifacts: str = "served"  # or "direct"
 
+    def release(self, factory):
+        """This configuration's release, made by a release factory fixture."""
+        return factory(
+            self.id,
+            values=self.values,
+            values_files=self.values_files,
+            extra_objects=self.extra_objects,
+            database=self.database,
+            external_hosts=self.external_hosts,
+        )
+
 
 def cloudsql(engine: str, auth: str) -> Config:
     values: dict = {
@@ -216,14 +227,7 @@ print(json.dumps({"artifact_uri": run.info.artifact_uri, "content": open(local).
     "config", [c for c in CONFIGS if c.id not in IN_CONTAINERS], ids=lambda c: c.id
 )
 def test_helm_test_passes(config: Config, release_factory) -> None:
-    rel = release_factory(
-        config.id,
-        values=config.values,
-        values_files=config.values_files,
-        extra_objects=config.extra_objects,
-        database=config.database,
-        external_hosts=config.external_hosts,
-    )
+    rel = config.release(release_factory)
     rel.install()
     code, output = rel.helm_test()
     assert code == 0, f"helm test failed:\n{output}\n{rel.logs()}"

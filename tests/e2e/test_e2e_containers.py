@@ -206,12 +206,7 @@ def oci_release(helm4: str, services, all_images: dict[str, Image], network, e2e
     yield make
     gcs.cleanup()
     for rel in made:
-        rel.stop()
-        if rel.timings:
-            print(
-                f"\n[e2e timings] {rel.workdir.name}: "
-                + ", ".join(f"{k} {v:.1f}s" for k, v in rel.timings.items())
-            )
+        rel.finish()
 
 
 def test_default_install_in_containers(oci_release) -> None:
@@ -242,14 +237,7 @@ assert len(OCI_CONFIGS) == len(IN_CONTAINERS), "a configuration id in IN_CONTAIN
 
 @pytest.mark.parametrize("config", OCI_CONFIGS, ids=lambda c: c.id)
 def test_configuration_in_containers(config, oci_release) -> None:
-    rel = oci_release(
-        config.id,
-        values=config.values,
-        values_files=config.values_files,
-        extra_objects=config.extra_objects,
-        database=config.database,
-        external_hosts=config.external_hosts,
-    )
+    rel = config.release(oci_release)
     rel.install()
     code, output = rel.helm_test()
     assert code == 0, f"helm test failed:\n{output}\n{rel.logs()}"
