@@ -429,13 +429,6 @@ class PodNetwork:
         self.proxies.append(proxy)
         return proxy
 
-    def expose_local(self, port: int) -> tuple[str, int]:
-        """A loopback service of the host (the suite's databases, fake-gcs-server) on the
-        bridge, where pods can reach it."""
-        if not any(p.sock.getsockname() == (self.gateway, port) for p in self.proxies):
-            self.proxies.append(ServiceProxy((self.gateway, port), [("127.0.0.1", port)]))
-        return self.gateway, port
-
     def close(self) -> None:
         for proxy in self.proxies:
             proxy.close()
@@ -878,16 +871,16 @@ class OciCluster:
         self.network.forward(f"external/{host}", port, ("127.0.0.1", local_port))
         self.hosts[host] = self.network.service_ip(f"external/{host}")
 
-    def node_env(self, env: dict[str, str]) -> dict[str, str]:
-        """The node's environment for containers: loopback addresses of the suite's services
-        become the bridge's, where a pod reaches them."""
-        out = {}
+    def check_node_env(self, env: dict[str, str]) -> None:
+        """The node's environment reaches containers as it is: a loopback address in it would
+        name the pod's own loopback. Refused before any pod starts."""
         for key, value in env.items():
-            for port in re.findall(r"127\.0\.0\.1:(\d+)", value):
-                gateway, _ = self.network.expose_local(int(port))
-                value = value.replace(f"127.0.0.1:{port}", f"{gateway}:{port}")
-            out[key] = value
-        return out
+            if "127.0.0.1" in value or "localhost" in value:
+                raise AssertionError(
+                    f"node environment {key}={value}: a pod cannot reach the host's loopback; "
+                    f"start that service on the pod bridge ({self.network.gateway}), as "
+                    "FakeGCS(host=network.gateway)"
+                )
 
     def pod(self, spec: dict, name: str, metadata: dict | None = None) -> OciPod:
         return OciPod(

@@ -82,7 +82,7 @@ class Release:
         )
         self.mesh = OciCluster(self.cluster, *self.oci) if self.oci else None
         if self.mesh is not None:
-            self.cluster.node_env = self.mesh.node_env(self.cluster.node_env)
+            self.mesh.check_node_env(self.cluster.node_env)
         self.postgresql_pod: OciPod | None = None
         self.address = ("127.0.0.1", 0)
         self.deployment = self.cluster.get("Deployment")
