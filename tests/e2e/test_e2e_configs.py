@@ -209,17 +209,20 @@ def route_hosts(objects: list[dict]) -> list[str]:
     return hosts
 
 
-DIRECT_WRITE = r"""
+# A client logs an artifact and reads it back; it prints where it went. Used for GCS written
+# by clients themselves (gcs-direct) and through the server (test_e2e_containers.py).
+ARTIFACT_ROUNDTRIP = r"""
 import json, os, tempfile
 import mlflow
 with mlflow.start_run() as run:
     path = os.path.join(tempfile.mkdtemp(), "hello.txt")
     with open(path, "w") as f:
-        f.write("written straight to GCS")
+        f.write("written by the client")
     mlflow.log_artifact(path, artifact_path="direct")
 local = mlflow.artifacts.download_artifacts(
     run_id=run.info.run_id, artifact_path="direct/hello.txt")
-print(json.dumps({"artifact_uri": run.info.artifact_uri, "content": open(local).read()}))
+print(json.dumps({"run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
+                  "content": open(local).read()}))
 """
 
 
@@ -247,10 +250,13 @@ def test_helm_test_passes(config: Config, release_factory) -> None:
         # Clients write to the bucket themselves (their own credentials; here the emulator).
         bucket = rel.buckets()[0]
         result = run_client(
-            DIRECT_WRITE, rel.tracking_uri(), rel.workdir / "client", env=rel.services.gcs.env()
+            ARTIFACT_ROUNDTRIP,
+            rel.tracking_uri(),
+            rel.workdir / "client",
+            env=rel.services.gcs.env(),
         )
         assert result["artifact_uri"].startswith(f"gs://{bucket}/")
-        assert result["content"] == "written straight to GCS"
+        assert result["content"] == "written by the client"
         run_path = result["artifact_uri"].removeprefix(f"gs://{bucket}/")
         assert f"{run_path}/direct/hello.txt" in rel.services.gcs.objects(bucket)
     else:

@@ -17,7 +17,13 @@ from e2e_kube import Cluster, KubeError, http_get, render
 from e2e_oci import Image, OciPod, PodNetwork, build_images
 from e2e_release import Release
 from e2e_services import FakeGCS
-from test_e2e_configs import CONFIGS, DEFAULT_EXPERIMENT, IN_CONTAINERS, route_hosts
+from test_e2e_configs import (
+    ARTIFACT_ROUNDTRIP,
+    CONFIGS,
+    DEFAULT_EXPERIMENT,
+    IN_CONTAINERS,
+    route_hosts,
+)
 
 PROBE_SCRIPT = r"""
 id
@@ -283,21 +289,12 @@ def test_configuration_in_containers(config, oci_release) -> None:
         assert rel.mesh.node_ports, "the NodePort Service got no node port"
     if rel.buckets():
         # A client's artifact goes through the server (in its container) to the bucket.
-        result = run_client(SERVED_WRITE, rel.tracking_uri(), rel.workdir / "client")
+        result = run_client(ARTIFACT_ROUNDTRIP, rel.tracking_uri(), rel.workdir / "client")
+        assert result["artifact_uri"].startswith("mlflow-artifacts:/"), result
+        assert result["content"] == "written by the client"
         bucket = rel.buckets()[0]
         assert any(
-            name.endswith(f"{result['run_id']}/artifacts/served/hello.txt")
+            name.endswith(f"{result['run_id']}/artifacts/direct/hello.txt")
             for name in rel.services.gcs.objects(bucket)
         ), rel.services.gcs.objects(bucket)
 
-
-SERVED_WRITE = r"""
-import json, os, tempfile
-import mlflow
-with mlflow.start_run() as run:
-    path = os.path.join(tempfile.mkdtemp(), "hello.txt")
-    with open(path, "w") as f:
-        f.write("through the server")
-    mlflow.log_artifact(path, artifact_path="served")
-print(json.dumps({"run_id": run.info.run_id}))
-"""
